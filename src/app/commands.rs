@@ -1,0 +1,355 @@
+//! Applying [`Command`]s: each starts background work (a one-shot [`Task`] or a
+//! [`crate::jobs::Job`]) and records in [`super::state::Live`] what it is waiting for; the
+//! results come back through [`StudioApp::pump`]. Also the closures those workers run (read a
+//! dataset split, build a fresh network) and small helpers for file names and the recorded
+//! command line. Nothing here blocks the UI thread.
+
+use super::state::{
+    Command, DataState, EvalRun, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome, Pick,
+    RunPhase, SplitKind, TrainRequest, TrainRun,
+};
+use super::studio::StudioApp;
+use super::task::{Task, block_on};
+use crate::data::{Dataset, Normalization, Split, load_split};
+use crate::io::{Model, ModelMeta, load_model, save_model};
+use crate::jobs::Job;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl StudioApp {
+    /// Applies one command. `frame` parents file dialogs when given.
+    pub fn apply(&mut self, cmd: Command, frame: Option<&eframe::Frame>) {
+        match cmd {
+            Command::PickModel => self.dialog(Pick::Model, frame),
+            Command::OpenModel(path) => self.open_model(path),
+            Command::PickDataDir => self.dialog(Pick::DataDir, frame),
+            Command::OpenData(dir) => self.open_data(dir),
+            Command::Evaluate => self.evaluate(),
+            Command::Train(req) => self.train(req),
+            Command::StopTraining => {
+                if let Some(run) = self.live.training.as_mut().filter(|r| r.is_active()) {
+                    if let Some(job) = &run.job {
+                        job.stop();
+                    }
+                    run.phase = RunPhase::Stopping;
+                }
+            }
+            Command::PickSavePath => self.dialog(Pick::SavePath, frame),
+            Command::SaveModel(path) => self.save(path),
+            Command::DismissNotice => self.live.notice = None,
+        }
+    }
+
+    pub(super) fn spawn(&mut self, label: String, work: impl FnOnce() -> Outcome + Send + 'static) {
+        match Task::spawn(label, self.waker.clone(), work) {
+            Ok(t) => self.live.tasks.push(t),
+            Err(e) => self
+                .live
+                .error(format!("cannot start a worker thread: {e}")),
+        }
+    }
+
+    pub(super) fn open_model(&mut self, path: PathBuf) {
+        let id = self.live.next_model_id();
+        self.live.wanted_model = id;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        self.spawn(format!("Opening {name}"), move || {
+            let load = if !path.exists() {
+                ModelLoad::Missing
+            } else {
+                match load_model(&path) {
+                    Ok(m) => ModelLoad::Ready(ModelView::prepare(
+                        id,
+                        Arc::new(m),
+                        ModelOrigin::File(path.clone()),
+                    )),
+                    Err(e) => ModelLoad::Failed(e.to_string()),
+                }
+            };
+            Outcome::ModelOpened { id, path, load }
+        });
+    }
+
+    pub(super) fn open_data(&mut self, dir: PathBuf) {
+        self.live.data_ticket += 1;
+        let ticket = self.live.data_ticket;
+        self.live.data = DataState {
+            dir: dir.clone(),
+            train: Loadable::Loading,
+            test: Loadable::Loading,
+        };
+        self.state.settings.data_dir = dir.clone();
+        for split in [SplitKind::Test, SplitKind::Train] {
+            let dir = dir.clone();
+            let what = match split {
+                SplitKind::Train => "training",
+                SplitKind::Test => "test",
+            };
+            self.spawn(format!("Loading the {what} set"), move || Outcome::Data {
+                ticket,
+                split,
+                result: load_data(&dir, split),
+            });
+        }
+    }
+
+    fn evaluate(&mut self) {
+        if let Err(reason) = self.live.evaluate_blocker() {
+            self.live.error(format!("cannot evaluate: {reason}"));
+            return;
+        }
+        let (Some(view), Some(test)) = (&self.live.model, self.live.data.test.ready()) else {
+            return;
+        };
+        let norm = view.model.meta.normalization.clone();
+        match Job::evaluate(view.model.clone(), test.clone(), norm, self.waker.clone()) {
+            Ok(job) => {
+                self.live.evaluation = Some(EvalRun {
+                    job,
+                    model_id: view.id,
+                })
+            }
+            Err(e) => self
+                .live
+                .error(format!("cannot start the evaluation thread: {e}")),
+        }
+    }
+
+    fn train(&mut self, req: TrainRequest) {
+        if let Err(reason) = self.live.train_blocker() {
+            self.live.error(format!("cannot train: {reason}"));
+            return;
+        }
+        let Some(train) = self.live.data.train.ready().cloned() else {
+            return;
+        };
+        // Keep the current model's normalisation when it fits the data; else MNIST's for
+        // grayscale data and none for colour.
+        let norm = self
+            .live
+            .model
+            .as_ref()
+            .map(|v| v.model.meta.normalization.clone())
+            .filter(|n| n.validate(train.c).is_ok())
+            .unwrap_or_else(|| {
+                if train.c == 1 {
+                    Normalization::mnist()
+                } else {
+                    Normalization::identity()
+                }
+            });
+        let command = cli_equivalent(&req, &self.live.data.dir, &norm);
+        self.live.training = Some(TrainRun {
+            request: req,
+            phase: RunPhase::Preparing,
+            progress: Default::default(),
+            job: None,
+            started: Instant::now(),
+        });
+        self.spawn(format!("Building a fresh {}", req.arch.name()), move || {
+            Outcome::FreshModel(fresh_model(&req, &train, norm, command).map(Box::new))
+        });
+    }
+
+    fn save(&mut self, path: PathBuf) {
+        let Some(view) = &self.live.model else {
+            self.live.error("cannot save: no model is loaded");
+            return;
+        };
+        let path = with_model_extension(path);
+        let (id, model) = (view.id, view.model.clone());
+        self.spawn(format!("Saving to {}", path.display()), move || {
+            let result = save_model(&model, &path).map_err(|e| e.to_string());
+            Outcome::Saved { id, path, result }
+        });
+    }
+
+    fn dialog(&mut self, pick: Pick, frame: Option<&eframe::Frame>) {
+        if self.dialog_open {
+            return;
+        }
+        let mut d = rfd::AsyncFileDialog::new();
+        if let Some(f) = frame {
+            d = d.set_parent(f);
+        }
+        let model_dir = self
+            .state
+            .settings
+            .model_path
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|p| p.is_dir())
+            .map(Path::to_path_buf);
+        if let Some(dir) = &model_dir {
+            d = d.set_directory(dir);
+        }
+        type Pending = Pin<Box<dyn Future<Output = Option<rfd::FileHandle>> + Send>>;
+        let fut: Pending = match pick {
+            Pick::Model => Box::pin(
+                d.set_title("Open a model")
+                    .add_filter("qatlas model", &["safetensors"])
+                    .pick_file(),
+            ),
+            Pick::DataDir => Box::pin(
+                d.set_title("Choose a dataset folder")
+                    .set_directory(&self.live.data.dir)
+                    .pick_folder(),
+            ),
+            Pick::SavePath => {
+                let name = self
+                    .live
+                    .model
+                    .as_ref()
+                    .map(|v| default_file_name(&v.model))
+                    .unwrap_or_else(|| "model.safetensors".into());
+                Box::pin(
+                    d.set_title("Save the model as")
+                        .add_filter("qatlas model", &["safetensors"])
+                        .set_file_name(name)
+                        .save_file(),
+                )
+            }
+        };
+        self.dialog_open = true;
+        self.spawn("Waiting for the file dialog".to_string(), move || {
+            Outcome::Picked {
+                pick,
+                path: block_on(fut).map(|h| h.path().to_path_buf()),
+            }
+        });
+    }
+}
+
+/// Loads one split of `dir` (runs on a worker thread).
+fn load_data(dir: &Path, split: SplitKind) -> Result<Arc<Dataset>, String> {
+    if !dir.is_dir() {
+        return Err(format!("no dataset folder at {}", dir.display()));
+    }
+    let split = match split {
+        SplitKind::Train => Split::Train,
+        SplitKind::Test => Split::Test,
+    };
+    load_split(dir, split)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// A freshly initialised network for `req`, shaped for `train` (runs on a worker thread).
+fn fresh_model(
+    req: &TrainRequest,
+    train: &Dataset,
+    normalization: Normalization,
+    command: String,
+) -> Result<Model, String> {
+    let graph = req
+        .arch
+        .build(
+            train.image_shape(),
+            train.num_classes.max(2),
+            req.config().seed,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot build {} for {} images: {e}",
+                req.arch.name(),
+                super::format::shape(&train.image_shape())
+            )
+        })?;
+    Ok(Model {
+        graph,
+        meta: ModelMeta {
+            normalization,
+            class_names: train.class_names.clone(),
+            arch: Some(req.arch.name().to_string()),
+            train_config: None,
+            history: None,
+            command: Some(command),
+        },
+    })
+}
+
+/// The `qatlas train` command line that reproduces a studio run (recorded in the model).
+pub fn cli_equivalent(req: &TrainRequest, data_dir: &Path, norm: &Normalization) -> String {
+    let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+    format!(
+        "qatlas train --arch {} --data {} --epochs {} --lr {} --mean {} --std {} (run in the studio)",
+        req.arch.name(),
+        data_dir.display(),
+        req.epochs,
+        req.lr,
+        list(&norm.mean),
+        list(&norm.std)
+    )
+}
+
+/// `path` with the `.safetensors` extension the model format uses, added if missing.
+pub fn with_model_extension(path: PathBuf) -> PathBuf {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        path
+    } else {
+        let mut s = path.into_os_string();
+        s.push(".safetensors");
+        PathBuf::from(s)
+    }
+}
+
+/// A file name suggested when saving `model`.
+fn default_file_name(model: &Model) -> String {
+    let base = model
+        .meta
+        .arch
+        .clone()
+        .unwrap_or_else(|| model.graph.name.clone());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{base}_trained.safetensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::Arch;
+
+    #[test]
+    fn the_recorded_command_reproduces_the_run() {
+        let req = TrainRequest {
+            arch: Arch::Lenet5,
+            epochs: 3,
+            lr: 0.001,
+        };
+        let cmd = cli_equivalent(&req, Path::new("assets/mnist"), &Normalization::mnist());
+        assert_eq!(
+            cmd,
+            "qatlas train --arch lenet5 --data assets/mnist --epochs 3 --lr 0.001 --mean 0.1307 --std 0.3081 (run in the studio)"
+        );
+        assert_eq!(
+            with_model_extension("a/b".into()),
+            PathBuf::from("a/b.safetensors")
+        );
+        assert_eq!(
+            with_model_extension("a/b.SafeTensors".into()),
+            PathBuf::from("a/b.SafeTensors")
+        );
+        assert_eq!(
+            with_model_extension("a/b.v2".into()),
+            PathBuf::from("a/b.v2.safetensors")
+        );
+    }
+}

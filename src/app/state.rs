@@ -1,0 +1,590 @@
+//! The studio's state, split the way egui's demo app splits it: [`Settings`] is plain data a
+//! session would persist (serde); [`Live`] holds what only exists while the window is open
+//! (background jobs and tasks, the loaded model, datasets); [`Command`] is what panels send
+//! instead of mutating either, applied once at the end of the frame. Panels draw from a borrowed
+//! [`FrameCtx`]. Nothing here draws and nothing here computes tensors: a [`ModelView`] is built
+//! on a worker thread and arrives complete.
+
+use super::progress::TrainProgress;
+use super::task::Task;
+use crate::data::Dataset;
+use crate::graph::{LayerSummary, summarize};
+use crate::io::Model;
+use crate::jobs::Job;
+use crate::train::{EvalResult, TrainConfig};
+use crate::zoo::Arch;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the session's model and data come from (what a project file would store).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The model file last opened, if any.
+    pub model_path: Option<PathBuf>,
+    /// The dataset folder used for evaluation and training.
+    pub data_dir: PathBuf,
+}
+
+/// A typed request from a panel; the studio applies all of a frame's commands after drawing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Ask the user for a model file to open.
+    PickModel,
+    OpenModel(PathBuf),
+    /// Ask the user for a dataset folder.
+    PickDataDir,
+    OpenData(PathBuf),
+    /// Evaluate the current model on the test split.
+    Evaluate,
+    /// Train a fresh network of this architecture.
+    Train(TrainRequest),
+    StopTraining,
+    /// Ask the user where to save the current model.
+    PickSavePath,
+    SaveModel(PathBuf),
+    /// Hide the notice in the status line.
+    DismissNotice,
+}
+
+/// "Train from scratch" as the user set it up; everything else is [`TrainConfig::default`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainRequest {
+    pub arch: Arch,
+    pub epochs: usize,
+    pub lr: f32,
+}
+
+impl TrainRequest {
+    /// The full training configuration: defaults with this epoch count and peak learning rate.
+    pub fn config(&self) -> TrainConfig {
+        let mut cfg = TrainConfig {
+            epochs: self.epochs,
+            ..TrainConfig::default()
+        };
+        match &mut cfg.optimizer {
+            crate::train::OptimizerConfig::AdamW { lr, .. }
+            | crate::train::OptimizerConfig::Sgd { lr, .. } => *lr = self.lr,
+        }
+        cfg
+    }
+}
+
+/// The architecture a model was built from, if it names a built-in one.
+pub fn arch_of(model: &Model) -> Option<Arch> {
+    let name = model.meta.arch.as_deref()?;
+    Arch::ALL.into_iter().find(|a| a.name() == name)
+}
+
+/// Where the model on screen came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelOrigin {
+    /// Opened from (or last saved to) this file.
+    File(PathBuf),
+    /// Trained in this session and not saved yet.
+    Trained { stopped_early: bool },
+}
+
+/// A model ready to show: everything the model panel needs, computed off the UI thread.
+#[derive(Clone, Debug)]
+pub struct ModelView {
+    /// Distinguishes models in this session (results such as an evaluation refer to it).
+    pub id: u64,
+    pub model: Arc<Model>,
+    pub origin: ModelOrigin,
+    /// The per-layer table, or why it could not be made.
+    pub layers: Result<Vec<LayerSummary>, String>,
+    pub trainable: usize,
+}
+
+impl ModelView {
+    /// Summarises `model` (shape inference over the graph): call on a worker thread.
+    pub fn prepare(id: u64, model: Arc<Model>, origin: ModelOrigin) -> ModelView {
+        let layers =
+            summarize(&model.graph).map_err(|e| format!("cannot summarise the graph: {e}"));
+        let trainable = model.graph.num_trainable();
+        ModelView {
+            id,
+            model,
+            origin,
+            layers,
+            trainable,
+        }
+    }
+
+    /// Multiply-accumulates per image over all layers (0 if the table is unavailable).
+    pub fn total_macs(&self) -> u64 {
+        self.layers
+            .as_ref()
+            .map(|l| l.iter().map(|r| r.macs).sum())
+            .unwrap_or(0)
+    }
+
+    /// The file the model is in, if it is in one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.origin {
+            ModelOrigin::File(p) => Some(p),
+            ModelOrigin::Trained { .. } => None,
+        }
+    }
+}
+
+/// Something loaded in the background.
+#[derive(Clone, Debug)]
+pub enum Loadable<T> {
+    Loading,
+    Ready(T),
+    Failed(String),
+}
+
+impl<T> Loadable<T> {
+    /// The value, if loaded.
+    pub fn ready(&self) -> Option<&T> {
+        match self {
+            Loadable::Ready(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The dataset folder and its two splits.
+#[derive(Clone, Debug)]
+pub struct DataState {
+    pub dir: PathBuf,
+    pub train: Loadable<Arc<Dataset>>,
+    pub test: Loadable<Arc<Dataset>>,
+}
+
+/// Which split a data task loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitKind {
+    Train,
+    Test,
+}
+
+/// Why a file dialog was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Model,
+    DataDir,
+    SavePath,
+}
+
+/// What opening a model file gave.
+#[derive(Debug)]
+pub enum ModelLoad {
+    Ready(ModelView),
+    /// The file does not exist.
+    Missing,
+    Failed(String),
+}
+
+/// The result of a one-shot [`Task`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// A model file was read (`id` is the id it was requested under).
+    ModelOpened {
+        id: u64,
+        path: PathBuf,
+        load: ModelLoad,
+    },
+    /// A model trained in this session, summarised and ready to show.
+    TrainedReady(ModelView),
+    /// A split of the dataset folder requested under `ticket`.
+    Data {
+        ticket: u64,
+        split: SplitKind,
+        result: Result<Arc<Dataset>, String>,
+    },
+    /// A fresh, untrained network for "Train from scratch".
+    FreshModel(Result<Box<Model>, String>),
+    /// A file dialog closed (`None`: cancelled).
+    Picked { pick: Pick, path: Option<PathBuf> },
+    /// A model was written to `path` (`id`: the model that was saved).
+    Saved {
+        id: u64,
+        path: PathBuf,
+        result: Result<(), String>,
+    },
+}
+
+/// Where a training run is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunPhase {
+    /// Building the fresh network.
+    Preparing,
+    Running,
+    /// Stop was pressed; waiting for the worker.
+    Stopping,
+    /// Ended; `stopped_early` if Stop ended it.
+    Finished {
+        stopped_early: bool,
+        seconds: f64,
+    },
+    Failed(String),
+}
+
+/// A training run and what it reported so far.
+pub struct TrainRun {
+    pub request: TrainRequest,
+    pub phase: RunPhase,
+    pub progress: TrainProgress,
+    pub job: Option<Job>,
+    pub started: Instant,
+}
+
+impl TrainRun {
+    /// Whether the run still holds (or is about to hold) a worker.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.phase,
+            RunPhase::Preparing | RunPhase::Running | RunPhase::Stopping
+        )
+    }
+}
+
+/// An evaluation running on the worker.
+pub struct EvalRun {
+    pub job: Job,
+    pub model_id: u64,
+}
+
+/// How a notice is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Error,
+}
+
+/// A message in the status line, kept until dismissed or replaced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub level: Level,
+    pub text: String,
+}
+
+/// Everything that only exists while the window is open.
+pub struct Live {
+    /// The model on screen.
+    pub model: Option<ModelView>,
+    /// Shown in the model panel when there is no model (e.g. the pretrained file is missing).
+    pub no_model_reason: Option<String>,
+    /// Id of the model most recently asked for (older results are ignored).
+    pub wanted_model: u64,
+    next_id: u64,
+    pub data: DataState,
+    /// Ticket of the data folder most recently asked for.
+    pub data_ticket: u64,
+    pub training: Option<TrainRun>,
+    pub evaluation: Option<EvalRun>,
+    /// The latest evaluation: (model id, result).
+    pub last_eval: Option<(u64, EvalResult)>,
+    pub notice: Option<Notice>,
+    pub tasks: Vec<Task<Outcome>>,
+}
+
+impl Live {
+    /// Nothing loaded yet; data from `data_dir` is about to be requested.
+    pub fn new(data_dir: PathBuf) -> Live {
+        Live {
+            model: None,
+            no_model_reason: None,
+            wanted_model: 0,
+            next_id: 1,
+            data: DataState {
+                dir: data_dir,
+                train: Loadable::Loading,
+                test: Loadable::Loading,
+            },
+            data_ticket: 0,
+            training: None,
+            evaluation: None,
+            last_eval: None,
+            notice: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// A fresh model id.
+    pub fn next_model_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Shows an error in the status line.
+    pub fn error(&mut self, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            level: Level::Error,
+            text: text.into(),
+        });
+    }
+
+    /// Shows information in the status line.
+    pub fn info(&mut self, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            level: Level::Info,
+            text: text.into(),
+        });
+    }
+
+    /// Whether a training run is under way.
+    pub fn is_training(&self) -> bool {
+        self.training.as_ref().is_some_and(TrainRun::is_active)
+    }
+
+    /// Whether anything runs in the background (the UI then repaints to animate progress).
+    pub fn is_busy(&self) -> bool {
+        !self.tasks.is_empty() || self.is_training() || self.evaluation.is_some()
+    }
+
+    /// What runs in the background, for the status line.
+    pub fn busy_labels(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.tasks.iter().map(|t| t.label().to_string()).collect();
+        // A run being prepared is covered by the label of the task building its network.
+        if let Some(run) = &self.training {
+            match run.phase {
+                RunPhase::Running => out.push(format!(
+                    "Training {} ({:.0} %)…",
+                    run.request.arch.name(),
+                    run.progress.fraction() * 100.0
+                )),
+                RunPhase::Stopping => out.push("Stopping training…".to_string()),
+                _ => {}
+            }
+        }
+        if self.evaluation.is_some() {
+            out.push("Evaluating on the test set…".to_string());
+        }
+        out
+    }
+
+    /// The evaluation result of the model on screen, if it has one.
+    pub fn current_eval(&self) -> Option<&EvalResult> {
+        let (id, r) = self.last_eval.as_ref()?;
+        (self.model.as_ref()?.id == *id).then_some(r)
+    }
+
+    /// Why "Evaluate on test set" cannot run now (`Ok` when it can).
+    pub fn evaluate_blocker(&self) -> Result<(), String> {
+        let view = self.model.as_ref().ok_or("no model is loaded")?;
+        if self.evaluation.is_some() {
+            return Err("an evaluation is already running".into());
+        }
+        let test = match &self.data.test {
+            Loadable::Ready(d) => d,
+            Loadable::Loading => return Err("the test set is still loading".into()),
+            Loadable::Failed(e) => return Err(format!("no test set: {e}")),
+        };
+        check_fit(&view.model, test)
+    }
+
+    /// Why "Train from scratch" cannot run now (`Ok` when it can).
+    pub fn train_blocker(&self) -> Result<(), String> {
+        if self.is_training() {
+            return Err("a training run is already under way".into());
+        }
+        match &self.data.train {
+            Loadable::Ready(_) => Ok(()),
+            Loadable::Loading => Err("the training set is still loading".into()),
+            Loadable::Failed(e) => Err(format!("no training set: {e}")),
+        }
+    }
+
+    /// Why "Save as…" cannot run now (`Ok` when it can).
+    pub fn save_blocker(&self) -> Result<(), String> {
+        self.model
+            .as_ref()
+            .map(|_| ())
+            .ok_or_else(|| "no model is loaded".to_string())
+    }
+}
+
+/// Checks that `model` can read `data`: same image shape, normalisation valid for its channels,
+/// enough outputs for its labels. Cheap metadata checks only.
+pub fn check_fit(model: &Model, data: &Dataset) -> Result<(), String> {
+    let shape = data.image_shape();
+    if model.graph.input_shape[..] != shape[..] {
+        return Err(format!(
+            "the model expects {} images, the dataset has {}",
+            super::format::shape(&model.graph.input_shape),
+            super::format::shape(&shape)
+        ));
+    }
+    model
+        .meta
+        .normalization
+        .validate(data.c)
+        .map_err(|e| format!("the model's normalisation does not fit the data: {e}"))?;
+    let classes = model.meta.class_names.len();
+    if classes > 0 && classes < data.num_classes {
+        return Err(format!(
+            "the model knows {classes} classes, the dataset has {}",
+            data.num_classes
+        ));
+    }
+    Ok(())
+}
+
+/// Per-frame context handed to panels: read-only state plus a command outbox.
+pub struct FrameCtx<'a> {
+    pub live: &'a Live,
+    pub settings: &'a Settings,
+    /// The frame's time (for ETAs).
+    pub now: Instant,
+    commands: &'a mut Vec<Command>,
+}
+
+impl<'a> FrameCtx<'a> {
+    pub fn new(live: &'a Live, settings: &'a Settings, commands: &'a mut Vec<Command>) -> Self {
+        FrameCtx {
+            live,
+            settings,
+            now: Instant::now(),
+            commands,
+        }
+    }
+
+    /// Queues a command for the end of the frame.
+    pub fn send(&mut self, c: Command) {
+        self.commands.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Normalization, Pixels};
+    use crate::io::ModelMeta;
+
+    fn tiny_model(arch: Option<&str>) -> Model {
+        let graph = Arch::SeedCnn.build([1, 4, 4], 2, 0).unwrap();
+        Model {
+            graph,
+            meta: ModelMeta {
+                normalization: Normalization::mnist(),
+                class_names: vec!["0".into(), "1".into()],
+                arch: arch.map(str::to_string),
+                train_config: None,
+                history: None,
+                command: None,
+            },
+        }
+    }
+
+    fn dataset(shape: [usize; 3], labels: Vec<u32>) -> Arc<Dataset> {
+        let n = labels.len() * shape.iter().product::<usize>();
+        Arc::new(Dataset::new("test", Pixels::U8(vec![0; n]), labels, shape, vec![]).unwrap())
+    }
+
+    fn live_with(model: Model, test: Loadable<Arc<Dataset>>) -> Live {
+        let mut live = Live::new(PathBuf::from("data"));
+        let id = live.next_model_id();
+        live.model = Some(ModelView::prepare(
+            id,
+            Arc::new(model),
+            ModelOrigin::File("m.safetensors".into()),
+        ));
+        live.data.test = test;
+        live
+    }
+
+    #[test]
+    fn train_request_overrides_only_epochs_and_lr() {
+        let cfg = TrainRequest {
+            arch: Arch::SeedCnn,
+            epochs: 5,
+            lr: 1e-3,
+        }
+        .config();
+        let d = TrainConfig::default();
+        assert_eq!((cfg.epochs, cfg.optimizer.lr()), (5, 1e-3));
+        assert_eq!(
+            (cfg.batch_size, &cfg.schedule, cfg.seed),
+            (d.batch_size, &d.schedule, d.seed)
+        );
+    }
+
+    #[test]
+    fn arch_is_read_from_the_metadata() {
+        assert_eq!(arch_of(&tiny_model(Some("lenet5"))), Some(Arch::Lenet5));
+        assert_eq!(arch_of(&tiny_model(Some("resnet-9000"))), None);
+        assert_eq!(arch_of(&tiny_model(None)), None);
+    }
+
+    #[test]
+    fn model_view_counts_parameters_and_macs() {
+        // seed-cnn on 1x4x4: conv1 16*(1*9)+16 = 160 params, 16*4*4*9 = 2304 MACs; conv2
+        // 32*16*9+32 = 4640 params, 32*2*2*144 = 18432 MACs; fc 32*2*2*2+2 = 258 params, 256 MACs.
+        let v = ModelView::prepare(
+            1,
+            Arc::new(tiny_model(None)),
+            ModelOrigin::Trained {
+                stopped_early: false,
+            },
+        );
+        assert_eq!(v.trainable, 160 + 4640 + 258);
+        assert_eq!(v.total_macs(), 2304 + 18432 + 256);
+        assert_eq!(v.layers.as_ref().unwrap().len(), 7);
+        assert_eq!(v.path(), None);
+    }
+
+    #[test]
+    fn evaluation_needs_a_fitting_test_set() {
+        let live = live_with(tiny_model(None), Loadable::Loading);
+        assert!(
+            live.evaluate_blocker()
+                .unwrap_err()
+                .contains("still loading")
+        );
+        let live = live_with(
+            tiny_model(None),
+            Loadable::Ready(dataset([1, 4, 4], vec![0, 1])),
+        );
+        assert_eq!(live.evaluate_blocker(), Ok(()));
+        let live = live_with(
+            tiny_model(None),
+            Loadable::Ready(dataset([1, 5, 5], vec![0, 1])),
+        );
+        assert!(live.evaluate_blocker().unwrap_err().contains("1×4×4"));
+        let live = live_with(
+            tiny_model(None),
+            Loadable::Ready(dataset([1, 4, 4], vec![0, 1, 2])),
+        );
+        assert!(live.evaluate_blocker().unwrap_err().contains("3"));
+        let mut live = live_with(tiny_model(None), Loadable::Failed("no such folder".into()));
+        assert!(
+            live.evaluate_blocker()
+                .unwrap_err()
+                .contains("no such folder")
+        );
+        live.model = None;
+        assert_eq!(
+            live.evaluate_blocker(),
+            Err("no model is loaded".to_string())
+        );
+    }
+
+    #[test]
+    fn evaluation_results_belong_to_their_model() {
+        let mut live = live_with(tiny_model(None), Loadable::Loading);
+        let r = EvalResult {
+            accuracy: 0.5,
+            loss: 1.0,
+            images: 2,
+            images_per_s: 10.0,
+        };
+        live.last_eval = Some((live.model.as_ref().unwrap().id, r.clone()));
+        assert_eq!(live.current_eval(), Some(&r));
+        let id = live.next_model_id();
+        live.model = Some(ModelView::prepare(
+            id,
+            Arc::new(tiny_model(None)),
+            ModelOrigin::Trained {
+                stopped_early: false,
+            },
+        ));
+        assert_eq!(live.current_eval(), None);
+    }
+}

@@ -1,0 +1,597 @@
+//! The studio application. It owns the persisted [`StudioState`] (settings plus each panel's own
+//! state) and the [`Live`] handles. Each frame it first drains background work for at most
+//! [`DRAIN_BUDGET`], then lets every panel draw and collect [`Command`]s, then applies them.
+//! Everything heavy (reading a model, decoding a dataset, building a network, training,
+//! evaluating, writing a file, waiting for a file dialog) runs on worker threads that wake the UI
+//! through the injected [`Waker`].
+
+use super::actions::ActionsPanel;
+use super::curves::CurvesPanel;
+use super::model_panel::ModelPanel;
+use super::state::{
+    Command, FrameCtx, Live, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome, Pick, RunPhase,
+    Settings, SplitKind,
+};
+use super::task::Polled;
+use super::top_bar::TopBar;
+use crate::cli::common::{GuiArgs, default_data_dir, default_model};
+use crate::io::Model;
+use crate::jobs::{Job, JobEvent, Waker};
+use eframe::egui;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Longest time per frame spent applying job events.
+pub const DRAIN_BUDGET: Duration = Duration::from_millis(10);
+
+/// Repaint interval while background work runs, so progress animates.
+pub const BUSY_REPAINT: Duration = Duration::from_millis(50);
+
+/// What a session would persist: settings and the panels' own state (no live handles).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StudioState {
+    pub settings: Settings,
+    pub top_bar: TopBar,
+    pub model_panel: ModelPanel,
+    pub actions: ActionsPanel,
+    pub curves: CurvesPanel,
+}
+
+/// The studio window's application.
+pub struct StudioApp {
+    pub state: StudioState,
+    pub live: Live,
+    pub(super) waker: Waker,
+    /// Training events drained from the job but not yet applied (over the frame budget).
+    pub(super) backlog: VecDeque<JobEvent>,
+    /// Whether a file dialog is open (one at a time).
+    pub(super) dialog_open: bool,
+}
+
+impl StudioApp {
+    /// Starts loading the model and the dataset named by `args` (or the built-in ones).
+    pub fn new(args: GuiArgs, waker: Waker) -> StudioApp {
+        let data_dir = args.data.clone().unwrap_or_else(default_data_dir);
+        let model_path = args.model.clone().unwrap_or_else(default_model);
+        let state = StudioState {
+            settings: Settings {
+                model_path: Some(model_path.clone()),
+                data_dir: data_dir.clone(),
+            },
+            top_bar: TopBar::default(),
+            model_panel: ModelPanel::default(),
+            actions: ActionsPanel::default(),
+            curves: CurvesPanel::default(),
+        };
+        let mut app = StudioApp {
+            state,
+            live: Live::new(data_dir.clone()),
+            waker,
+            backlog: VecDeque::new(),
+            dialog_open: false,
+        };
+        app.open_data(data_dir);
+        app.open_model(model_path);
+        app
+    }
+
+    /// Applies finished tasks and job events, spending at most `budget` on training events.
+    pub fn pump(&mut self, budget: Duration) {
+        let deadline = Instant::now() + budget;
+        let mut outcomes = Vec::new();
+        let mut lost = Vec::new();
+        self.live.tasks.retain_mut(|t| match t.poll() {
+            Polled::Pending => true,
+            Polled::Done(o) => {
+                outcomes.push(o);
+                false
+            }
+            Polled::Lost => {
+                lost.push(t.label().to_string());
+                false
+            }
+        });
+        for label in lost {
+            self.live
+                .error(format!("a background task failed unexpectedly ({label})"));
+        }
+        for o in outcomes {
+            self.on_outcome(o);
+        }
+        self.pump_evaluation();
+
+        let mut job_ended = false;
+        if let Some(job) = self.live.training.as_ref().and_then(|r| r.job.as_ref()) {
+            // Read "finished" before draining: every event a finished worker sent is then drained.
+            job_ended = job.is_finished();
+            self.backlog.extend(job.drain());
+        }
+        while Instant::now() < deadline {
+            let Some(e) = self.backlog.pop_front() else {
+                break;
+            };
+            self.on_train_event(e, Instant::now());
+        }
+        if job_ended
+            && self.backlog.is_empty()
+            && let Some(run) = self.live.training.as_mut().filter(|r| r.job.is_some())
+        {
+            run.job = None;
+            let msg = "the training worker ended without a result".to_string();
+            run.phase = RunPhase::Failed(msg.clone());
+            self.live.error(msg);
+        }
+    }
+
+    /// Whether training events are waiting for the next frame.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    fn pump_evaluation(&mut self) {
+        let Some(run) = &self.live.evaluation else {
+            return;
+        };
+        let ended = run.job.is_finished();
+        let model_id = run.model_id;
+        let mut done = false;
+        for e in run.job.drain() {
+            match e {
+                JobEvent::Evaluated(r) => {
+                    self.live.last_eval = Some((model_id, r));
+                    done = true;
+                }
+                JobEvent::Failed(msg) => {
+                    self.live.error(msg);
+                    done = true;
+                }
+                JobEvent::Train(_) | JobEvent::Trained { .. } => {}
+            }
+        }
+        if !done && ended {
+            self.live
+                .error("the evaluation worker ended without a result");
+            done = true;
+        }
+        if done {
+            self.live.evaluation = None;
+        }
+    }
+
+    fn on_train_event(&mut self, e: JobEvent, at: Instant) {
+        let Some(run) = self.live.training.as_mut() else {
+            return;
+        };
+        match e {
+            JobEvent::Train(te) => run.progress.apply(&te, at),
+            JobEvent::Trained { model, summary } => {
+                run.job = None;
+                run.phase = RunPhase::Finished {
+                    stopped_early: summary.stopped,
+                    seconds: summary.seconds,
+                };
+                let id = self.live.next_model_id();
+                self.live.wanted_model = id;
+                let origin = ModelOrigin::Trained {
+                    stopped_early: summary.stopped,
+                };
+                self.spawn("Summarising the trained model".to_string(), move || {
+                    Outcome::TrainedReady(ModelView::prepare(id, model, origin))
+                });
+            }
+            JobEvent::Failed(msg) => {
+                run.job = None;
+                run.phase = RunPhase::Failed(msg.clone());
+                self.live.error(msg);
+            }
+            JobEvent::Evaluated(_) => {}
+        }
+    }
+
+    fn on_outcome(&mut self, o: Outcome) {
+        match o {
+            Outcome::ModelOpened { id, path, load } => {
+                if id != self.live.wanted_model {
+                    return;
+                }
+                match load {
+                    ModelLoad::Ready(view) => {
+                        self.live.model = Some(view);
+                        self.live.no_model_reason = None;
+                        self.state.settings.model_path = Some(path);
+                        if !self.live.is_training() {
+                            // The curve panel shows the new model's history, not an old run.
+                            self.live.training = None;
+                        }
+                    }
+                    ModelLoad::Missing if path == default_model() => {
+                        let text = format!(
+                            "No pretrained model yet at {}. Train one from scratch (right), or open a model file.",
+                            path.display()
+                        );
+                        self.live.no_model_reason = Some(text.clone());
+                        self.live.info(text);
+                    }
+                    ModelLoad::Missing => {
+                        let text = format!("model file not found: {}", path.display());
+                        if self.live.model.is_none() {
+                            self.live.no_model_reason = Some(text.clone());
+                        }
+                        self.live.error(text);
+                    }
+                    ModelLoad::Failed(e) => {
+                        if self.live.model.is_none() {
+                            self.live.no_model_reason =
+                                Some(format!("The model could not be opened: {e}"));
+                        }
+                        self.live.error(format!("cannot open the model: {e}"));
+                    }
+                }
+            }
+            Outcome::TrainedReady(view) => {
+                if view.id != self.live.wanted_model {
+                    return;
+                }
+                let acc = view
+                    .model
+                    .meta
+                    .history
+                    .as_ref()
+                    .and_then(|h| h.epochs.last())
+                    .and_then(|r| r.eval.as_ref())
+                    .map(|e| e.accuracy);
+                let stopped = matches!(
+                    view.origin,
+                    ModelOrigin::Trained {
+                        stopped_early: true
+                    }
+                );
+                let mut text = if stopped {
+                    "Training stopped early".to_string()
+                } else {
+                    "Training finished".to_string()
+                };
+                if let Some(a) = acc {
+                    text += &format!(": test accuracy {}", super::format::percent(a));
+                }
+                text += ". The trained model is shown; use Save as… to keep it.";
+                self.live.model = Some(view);
+                self.live.no_model_reason = None;
+                self.live.info(text);
+            }
+            Outcome::Data {
+                ticket,
+                split,
+                result,
+            } => {
+                if ticket != self.live.data_ticket {
+                    return;
+                }
+                let slot = match split {
+                    SplitKind::Train => &mut self.live.data.train,
+                    SplitKind::Test => &mut self.live.data.test,
+                };
+                *slot = match result {
+                    Ok(d) => Loadable::Ready(d),
+                    Err(e) => Loadable::Failed(e),
+                };
+            }
+            Outcome::FreshModel(result) => self.on_fresh_model(result),
+            Outcome::Picked { pick, path } => {
+                self.dialog_open = false;
+                let Some(path) = path else { return };
+                let cmd = match pick {
+                    Pick::Model => Command::OpenModel(path),
+                    Pick::DataDir => Command::OpenData(path),
+                    Pick::SavePath => Command::SaveModel(path),
+                };
+                self.apply(cmd, None);
+            }
+            Outcome::Saved { id, path, result } => match result {
+                Ok(()) => {
+                    if let Some(view) = self.live.model.as_mut().filter(|v| v.id == id) {
+                        view.origin = ModelOrigin::File(path.clone());
+                        self.state.settings.model_path = Some(path.clone());
+                    }
+                    self.live
+                        .info(format!("Saved the model to {}", path.display()));
+                }
+                Err(e) => self.live.error(format!("cannot save the model: {e}")),
+            },
+        }
+    }
+
+    fn on_fresh_model(&mut self, result: Result<Box<Model>, String>) {
+        let Some(run) = self.live.training.as_mut() else {
+            return;
+        };
+        let phase = run.phase.clone();
+        match (phase, result) {
+            (RunPhase::Preparing, Ok(model)) => {
+                let (Some(train), test) = (
+                    self.live.data.train.ready().cloned(),
+                    self.live.data.test.ready().cloned(),
+                ) else {
+                    run.phase = RunPhase::Failed("the training set is no longer loaded".into());
+                    return;
+                };
+                // Evaluate after each epoch only on a test split the network can read.
+                let test = test.filter(|t| {
+                    t.image_shape() == train.image_shape()
+                        && t.num_classes <= train.num_classes.max(2)
+                });
+                match Job::train(
+                    *model,
+                    train,
+                    test,
+                    run.request.config(),
+                    self.waker.clone(),
+                ) {
+                    Ok(job) => {
+                        run.job = Some(job);
+                        run.phase = RunPhase::Running;
+                    }
+                    Err(e) => {
+                        let msg = format!("cannot start the training thread: {e}");
+                        run.phase = RunPhase::Failed(msg.clone());
+                        self.live.error(msg);
+                    }
+                }
+            }
+            (RunPhase::Preparing, Err(e)) => {
+                run.phase = RunPhase::Failed(e.clone());
+                self.live.error(e);
+            }
+            // Stop was pressed while the network was being built.
+            (RunPhase::Stopping, _) => {
+                run.phase = RunPhase::Finished {
+                    stopped_early: true,
+                    seconds: run.started.elapsed().as_secs_f64(),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.pump(DRAIN_BUDGET);
+        if self.has_backlog() {
+            ctx.request_repaint();
+        } else if self.live.is_busy() {
+            ctx.request_repaint_after(BUSY_REPAINT);
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let mut commands = Vec::new();
+        {
+            let StudioState {
+                settings,
+                top_bar,
+                model_panel,
+                actions,
+                curves,
+            } = &mut self.state;
+            let mut cx = FrameCtx::new(&self.live, settings, &mut commands);
+            egui::Panel::top("top_bar").show(ui, |ui| top_bar.ui(ui, &mut cx));
+            egui::Panel::left("model_panel")
+                .resizable(true)
+                .default_size(500.0)
+                .show(ui, |ui| model_panel.ui(ui, &mut cx));
+            egui::Panel::right("actions_panel")
+                .resizable(true)
+                .default_size(320.0)
+                .show(ui, |ui| actions.ui(ui, &mut cx));
+            egui::CentralPanel::default().show(ui, |ui| curves.ui(ui, &mut cx));
+        }
+        for c in commands {
+            self.apply(c, Some(frame));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::state::{Level, TrainRequest, TrainRun};
+    use crate::data::Normalization;
+    use crate::io::{ModelMeta, load_model, save_model};
+    use crate::train::{EpochRecord, EvalResult, TrainEvent, TrainHistory, TrainSummary};
+    use crate::zoo::Arch;
+    use std::sync::Arc;
+
+    fn quiet() -> Waker {
+        Arc::new(|| {})
+    }
+
+    fn tiny_model() -> Model {
+        Model {
+            graph: Arch::SeedCnn.build([1, 4, 4], 2, 0).unwrap(),
+            meta: ModelMeta {
+                normalization: Normalization::mnist(),
+                class_names: vec!["a".into(), "b".into()],
+                arch: Some("seed-cnn".into()),
+                train_config: None,
+                history: None,
+                command: Some("test".into()),
+            },
+        }
+    }
+
+    fn pump_until(app: &mut StudioApp, done: impl Fn(&StudioApp) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(app) {
+            assert!(Instant::now() < deadline, "timed out");
+            app.pump(DRAIN_BUDGET);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn opens_a_model_off_thread_and_reports_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        save_model(&tiny_model(), &path).unwrap();
+        let args = GuiArgs {
+            model: Some(path.clone()),
+            data: Some(dir.path().join("no-data")),
+        };
+        let mut app = StudioApp::new(args, quiet());
+        pump_until(&mut app, |a| a.live.tasks.is_empty());
+        let view = app.live.model.as_ref().expect("model opened");
+        assert_eq!(view.path(), Some(path.as_path()));
+        assert_eq!(view.trainable, 160 + 4640 + 258);
+        // The missing data folder is reported on both splits, and blocks evaluation.
+        assert!(
+            matches!(&app.live.data.test, Loadable::Failed(e) if e.contains("no dataset folder"))
+        );
+        assert!(
+            app.live
+                .evaluate_blocker()
+                .unwrap_err()
+                .contains("no test set")
+        );
+        assert!(app.live.train_blocker().is_err());
+
+        app.apply(
+            Command::OpenModel(dir.path().join("absent.safetensors")),
+            None,
+        );
+        pump_until(&mut app, |a| a.live.tasks.is_empty());
+        let notice = app.live.notice.as_ref().unwrap();
+        assert_eq!(notice.level, Level::Error);
+        assert!(notice.text.contains("absent.safetensors"));
+        // The model on screen stays.
+        assert!(app.live.model.is_some());
+    }
+
+    #[test]
+    fn train_events_drive_the_run_and_the_trained_model_replaces_the_view() {
+        let mut app = StudioApp::new(
+            GuiArgs {
+                model: Some("/nonexistent/m.safetensors".into()),
+                data: Some("/nonexistent".into()),
+            },
+            quiet(),
+        );
+        pump_until(&mut app, |a| a.live.tasks.is_empty());
+        let req = TrainRequest {
+            arch: Arch::SeedCnn,
+            epochs: 1,
+            lr: 1e-3,
+        };
+        app.live.training = Some(TrainRun {
+            request: req,
+            phase: RunPhase::Running,
+            progress: Default::default(),
+            job: None,
+            started: Instant::now(),
+        });
+        let t0 = Instant::now();
+        for s in 1..=4 {
+            let e = TrainEvent::Step {
+                epoch: 0,
+                step: s,
+                total_steps: 8,
+                loss: 1.0 / s as f32,
+                lr: 1e-3,
+                images_per_s: 100.0,
+            };
+            app.on_train_event(
+                JobEvent::Train(e),
+                t0 + Duration::from_millis(100 * s as u64),
+            );
+        }
+        let run = app.live.training.as_ref().unwrap();
+        assert_eq!(run.progress.loss.len(), 4);
+        assert!((run.progress.fraction() - 0.5).abs() < 1e-6);
+        // 3 steps in 0.3 s = 10 steps/s; 4 steps left = 0.4 s.
+        let eta = run.progress.eta(t0 + Duration::from_millis(400)).unwrap();
+        assert!((eta.as_secs_f64() - 0.4).abs() < 1e-6);
+        assert!(app.live.busy_labels().iter().any(|l| l.contains("50 %")));
+
+        let record = EpochRecord {
+            epoch: 0,
+            train_loss: 0.4,
+            train_accuracy: 0.8,
+            images_per_s: 100.0,
+            eval: Some(EvalResult {
+                accuracy: 0.75,
+                loss: 0.5,
+                images: 4,
+                images_per_s: 10.0,
+            }),
+        };
+        app.on_train_event(JobEvent::Train(TrainEvent::Epoch(record.clone())), t0);
+        let mut model = tiny_model();
+        let history = TrainHistory {
+            loss: vec![(8, 0.3)],
+            epochs: vec![record],
+        };
+        model.meta.history = Some(history.clone());
+        let summary = TrainSummary {
+            steps: 8,
+            stopped: false,
+            images_per_s: 100.0,
+            seconds: 0.8,
+            history,
+        };
+        app.on_train_event(
+            JobEvent::Trained {
+                model: Arc::new(model),
+                summary,
+            },
+            t0,
+        );
+        assert_eq!(
+            app.live.training.as_ref().unwrap().phase,
+            RunPhase::Finished {
+                stopped_early: false,
+                seconds: 0.8
+            }
+        );
+        pump_until(&mut app, |a| a.live.model.is_some());
+        let view = app.live.model.as_ref().unwrap();
+        assert_eq!(
+            view.origin,
+            ModelOrigin::Trained {
+                stopped_early: false
+            }
+        );
+        assert!(app.live.notice.as_ref().unwrap().text.contains("75.00 %"));
+        assert!(!app.live.is_training());
+    }
+
+    #[test]
+    fn saving_adds_the_extension_and_marks_the_model_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = StudioApp::new(
+            GuiArgs {
+                model: Some(dir.path().join("none.safetensors")),
+                data: Some(dir.path().into()),
+            },
+            quiet(),
+        );
+        pump_until(&mut app, |a| a.live.tasks.is_empty());
+        let id = app.live.next_model_id();
+        app.live.model = Some(ModelView::prepare(
+            id,
+            Arc::new(tiny_model()),
+            ModelOrigin::Trained {
+                stopped_early: false,
+            },
+        ));
+        app.apply(Command::SaveModel(dir.path().join("out")), None);
+        pump_until(&mut app, |a| a.live.tasks.is_empty());
+        let saved = dir.path().join("out.safetensors");
+        assert_eq!(
+            app.live.model.as_ref().unwrap().origin,
+            ModelOrigin::File(saved.clone())
+        );
+        let back = load_model(&saved).unwrap();
+        assert_eq!(back.graph.num_trainable(), 160 + 4640 + 258);
+    }
+}

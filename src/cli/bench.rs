@@ -1,0 +1,123 @@
+//! `qatlas bench`: throughput benchmarks that report ratios against a baseline measured in the
+//! same run (these machines are shared and noisy; only same-run ratios are meaningful).
+//!
+//! `bench train`: images/s of full training steps on real data with the engine's float GEMM
+//! (the `gemm` crate) versus the baseline engine configuration using `matrixmultiply` (the GEMM
+//! behind `ndarray::dot`), runs interleaved, medians reported.
+
+use super::common::{DataArgs, print_json};
+use crate::data::{Normalization, Split};
+use crate::kernels::{FloatBackend, set_float_backend};
+use crate::train::throughput::train_images_per_s;
+use crate::zoo::Arch;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+/// Flags of `qatlas bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// Which benchmark.
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Training throughput (images/s) of a built-in architecture.
+    Train(BenchTrainArgs),
+}
+
+/// Flags of `qatlas bench train`.
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    #[arg(long, value_enum, default_value = "seed-cnn")]
+    pub arch: Arch,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Timed steps per measurement.
+    #[arg(long, default_value_t = 150)]
+    pub steps: usize,
+    /// Measurements per configuration (interleaved; the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// PyTorch 2.15's steady-state training throughput for seed-cnn, batch 64, 2 threads on this
+/// machine class, as quoted by the foundation issue. A quoted target, not measured here.
+const PYTORCH_SEED_CNN_QUOTED: f64 = 10_300.0;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `qatlas bench`.
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    match a.what {
+        BenchWhat::Train(t) => bench_train(t),
+    }
+}
+
+fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.batch > 0 && a.steps > 0 && a.repeats > 0,
+        "--batch, --steps and --repeats must be positive"
+    );
+    let norm = a.data.normalization(&Normalization::mnist())?;
+    let ds = a.data.load(Split::Train, Some(a.batch * 64))?;
+    let threads = rayon::current_num_threads();
+    let mut engine = Vec::new();
+    let mut baseline = Vec::new();
+    for r in 0..a.repeats {
+        for backend in [FloatBackend::Gemm, FloatBackend::MatrixMultiply] {
+            set_float_backend(backend);
+            let mut g = a
+                .arch
+                .build(ds.image_shape(), ds.num_classes.max(2), r as u64)?;
+            let ips = train_images_per_s(&mut g, &ds, &norm, a.batch, 10, a.steps)?;
+            if backend == FloatBackend::Gemm {
+                engine.push(ips)
+            } else {
+                baseline.push(ips)
+            }
+            eprintln!("  run {}: {:?} {:.0} img/s", r + 1, backend, ips);
+        }
+    }
+    set_float_backend(FloatBackend::Gemm);
+    let (e, b) = (median(&mut engine), median(&mut baseline));
+    let quoted = (a.arch == Arch::SeedCnn && a.batch == 64 && threads == 2)
+        .then_some(PYTORCH_SEED_CNN_QUOTED);
+    if a.json {
+        print_json(&json!({
+            "arch": a.arch.name(), "batch": a.batch, "threads": threads,
+            "images_per_s": e, "baseline_images_per_s": b, "baseline": "matrixmultiply (ndarray dot) GEMM",
+            "ratio": e / b,
+            "pytorch_quoted_images_per_s": quoted,
+            "ratio_to_pytorch_quoted": quoted.map(|q| e / q),
+        }))?;
+    } else {
+        println!(
+            "{} training, batch {}, {} threads (median of {}):",
+            a.arch.name(),
+            a.batch,
+            threads,
+            a.repeats
+        );
+        println!("  qatlas (gemm crate)        {e:>9.0} img/s");
+        println!(
+            "  baseline (matrixmultiply)  {b:>9.0} img/s   ratio {:.2}x",
+            e / b
+        );
+        if let Some(q) = quoted {
+            println!(
+                "  PyTorch 2.15 (quoted, not measured here) {q:.0} img/s   ratio {:.2}x",
+                e / q
+            );
+        }
+    }
+    Ok(())
+}

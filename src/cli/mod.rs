@@ -1,0 +1,63 @@
+//! Headless subcommands, the command-line twin of the studio: `train`, `eval`, `info`, `bench`.
+//!
+//! Raw flags are parsed by clap into [`Cli`]; each subcommand turns them into one validated
+//! configuration, runs it, prints a human summary or (with `--json`) one JSON object on stdout.
+//! Progress bars go to stderr.
+
+pub mod bench;
+pub mod common;
+pub mod eval;
+pub mod info;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+/// qatlas: quantization studio for neural networks.
+#[derive(Parser, Debug)]
+#[command(name = "qatlas", version, about)]
+pub struct Cli {
+    /// Worker threads for compute (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open the studio window (the default when no subcommand is given).
+    Gui(common::GuiArgs),
+    /// Train a built-in architecture.
+    Train(train::TrainArgs),
+    /// Evaluate a model on a dataset.
+    Eval(eval::EvalArgs),
+    /// Print a model's layers and metadata.
+    Info(info::InfoArgs),
+    /// Benchmarks.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs a headless subcommand.
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Gui(_) => {
+            anyhow::bail!("this build has no studio window (built without the `gui` feature)")
+        }
+    }
+}
+
+/// Sizes the global rayon pool.
+pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! The in-memory dataset: raw pixels (u8 or f32, N x C x H x W row-major), one label per image,
+//! and the per-channel normalization that turns a selection of samples into a float batch.
+//! `Dataset::batch` runs every training step, so it converts with a precomputed per-channel
+//! scale and offset (one multiply-add per pixel, no division). Depends only on `crate::tensor`
+//! and `data::error`.
+
+use std::path::PathBuf;
+
+use super::error::DataError;
+use crate::tensor::{self, Tensor};
+
+/// Largest label accepted: a sanity limit that catches garbage label files early.
+pub const MAX_LABEL: u32 = u16::MAX as u32;
+
+/// Raw pixel storage, N x C x H x W row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    /// Bytes in 0..=255 (scaled by 1/255 before normalization).
+    U8(Vec<u8>),
+    /// Floats, used as they are before normalization.
+    F32(Vec<f32>),
+}
+
+impl Pixels {
+    /// Number of stored values (N * C * H * W).
+    pub fn len(&self) -> usize {
+        match self {
+            Pixels::U8(v) => v.len(),
+            Pixels::F32(v) => v.len(),
+        }
+    }
+
+    /// True when no value is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Pixels::U8(v) => v.truncate(len),
+            Pixels::F32(v) => v.truncate(len),
+        }
+    }
+}
+
+/// A labelled image dataset held in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// Where the data came from, as shown to users (a file or directory path).
+    pub source: String,
+    /// The images, N x C x H x W row-major.
+    pub pixels: Pixels,
+    /// One label per image, each `< num_classes`.
+    pub labels: Vec<u32>,
+    /// Number of images.
+    pub n: usize,
+    /// Channels per image (1 for grayscale, 3 for RGB).
+    pub c: usize,
+    /// Image height.
+    pub h: usize,
+    /// Image width.
+    pub w: usize,
+    /// Number of classes a model must output.
+    pub num_classes: usize,
+    /// One name per class (the folder names for an ImageFolder, "0", "1", ... otherwise).
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    /// Builds a dataset from parts and checks that they agree: at least one sample, pixel count
+    /// equal to `labels.len() * c * h * w`, every label below the class count. With empty
+    /// `class_names`, the class count is `max label + 1` and the classes are named by number.
+    ///
+    /// ```
+    /// use qatlas::data::{Dataset, Pixels};
+    /// let pixels = Pixels::U8(vec![0, 255, 10, 20]);
+    /// let ds = Dataset::new("demo", pixels, vec![1, 0], [1, 1, 2], vec![])?;
+    /// assert_eq!((ds.len(), ds.num_classes, ds.image_shape()), (2, 2, [1, 1, 2]));
+    /// # Ok::<(), qatlas::data::DataError>(())
+    /// ```
+    pub fn new(
+        source: impl Into<String>,
+        pixels: Pixels,
+        labels: Vec<u32>,
+        image_shape: [usize; 3],
+        class_names: Vec<String>,
+    ) -> Result<Dataset, DataError> {
+        let source = source.into();
+        let path = PathBuf::from(&source);
+        let n = labels.len();
+        if n == 0 {
+            return Err(DataError::Empty { path });
+        }
+        let [c, h, w] = image_shape;
+        let expected = [n, c, h, w]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if expected != Some(pixels.len()) || pixels.is_empty() {
+            return Err(DataError::Inconsistent {
+                what: "pixel count (labels x channels x height x width)",
+                expected: expected.map_or(u64::MAX, |e| e as u64),
+                found: pixels.len() as u64,
+                path,
+            });
+        }
+        let max_label = labels.iter().copied().max().unwrap_or(0);
+        if max_label > MAX_LABEL {
+            return Err(DataError::Inconsistent {
+                what: "largest label (sanity limit)",
+                expected: u64::from(MAX_LABEL),
+                found: u64::from(max_label),
+                path,
+            });
+        }
+        let class_names = if class_names.is_empty() {
+            (0..=max_label).map(|k| k.to_string()).collect()
+        } else if (max_label as usize) < class_names.len() {
+            class_names
+        } else {
+            return Err(DataError::Inconsistent {
+                what: "class count (largest label + 1)",
+                expected: class_names.len() as u64,
+                found: u64::from(max_label) + 1,
+                path,
+            });
+        };
+        Ok(Dataset {
+            source,
+            pixels,
+            labels,
+            n,
+            c,
+            h,
+            w,
+            num_classes: class_names.len(),
+            class_names,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when the dataset has no samples (never the case for a loaded dataset).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Shape of one image: `[c, h, w]`.
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.c, self.h, self.w]
+    }
+
+    /// Keeps the first `n` samples (all of them if there are fewer). The class count and names
+    /// are kept, since a model's output size must not depend on how much data is used.
+    pub fn limit(mut self, n: usize) -> Dataset {
+        if n < self.n {
+            self.n = n;
+            self.labels.truncate(n);
+            self.pixels.truncate(n * self.c * self.h * self.w);
+        }
+        self
+    }
+
+    /// The samples at `indices` as a normalized f32 tensor of shape `[indices.len(), c, h, w]`:
+    /// `(p - mean[ch]) / std[ch]`, where u8 pixels `p` are first scaled by 1/255.
+    ///
+    /// `norm` should have passed [`Normalization::validate`] for this dataset's channel count;
+    /// if it has not, channel `ch` uses entry `ch % len` of each list and an empty list means
+    /// mean 0 / std 1, so a bad project file cannot crash a training step.
+    ///
+    /// # Panics
+    /// If an index is `>= self.len()` (a programming error, like slice indexing).
+    pub fn batch(&self, indices: &[usize], norm: &Normalization) -> Tensor {
+        let chw = self.c * self.h * self.w;
+        let hw = self.h * self.w;
+        let pre = match self.pixels {
+            Pixels::U8(_) => 1.0 / 255.0,
+            Pixels::F32(_) => 1.0,
+        };
+        let (scale, offset) = norm.affine(self.c, pre);
+        let mut out = vec![0f32; indices.len() * chw];
+        for (dst, &i) in out.chunks_exact_mut(chw.max(1)).zip(indices) {
+            assert!(
+                i < self.n,
+                "sample index {i} out of range for {} samples",
+                self.n
+            );
+            for ch in 0..self.c {
+                let (s, o) = (scale[ch], offset[ch]);
+                let start = i * chw + ch * hw;
+                let d = &mut dst[ch * hw..(ch + 1) * hw];
+                match &self.pixels {
+                    Pixels::U8(p) => {
+                        for (y, &x) in d.iter_mut().zip(&p[start..start + hw]) {
+                            *y = f32::from(x) * s + o;
+                        }
+                    }
+                    Pixels::F32(p) => {
+                        for (y, &x) in d.iter_mut().zip(&p[start..start + hw]) {
+                            *y = x * s + o;
+                        }
+                    }
+                }
+            }
+        }
+        tensor::from_vec(&[indices.len(), self.c, self.h, self.w], out)
+    }
+
+    /// The labels at `indices`.
+    ///
+    /// # Panics
+    /// If an index is `>= self.len()`.
+    pub fn labels_of(&self, indices: &[usize]) -> Vec<u32> {
+        indices.iter().map(|&i| self.labels[i]).collect()
+    }
+}
+
+/// Per-channel normalization: `(x - mean) / std`. A list of length 1 applies to every channel.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Normalization {
+    /// Per-channel mean, in the 0..1 scale for u8 data.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation, in the 0..1 scale for u8 data; must be > 0.
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// The usual MNIST statistics: mean 0.1307, std 0.3081.
+    pub fn mnist() -> Self {
+        Normalization {
+            mean: vec![0.1307],
+            std: vec![0.3081],
+        }
+    }
+
+    /// No shift and no scaling (u8 data still maps to 0..1).
+    pub fn identity() -> Self {
+        Normalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+        }
+    }
+
+    /// Checks that both lists have length 1 or `channels`, that means are finite and that
+    /// standard deviations are finite and positive.
+    pub fn validate(&self, channels: usize) -> Result<(), DataError> {
+        for (field, values) in [("mean", &self.mean), ("std", &self.std)] {
+            if values.len() != 1 && values.len() != channels {
+                return Err(DataError::Normalization {
+                    field,
+                    expected: format!("1 or {channels} values (one per channel)"),
+                    found: format!("{} values", values.len()),
+                });
+            }
+            let bad = values
+                .iter()
+                .find(|v| !v.is_finite() || (field == "std" && **v <= 0.0));
+            if let Some(v) = bad {
+                return Err(DataError::Normalization {
+                    field,
+                    expected: if field == "std" {
+                        "finite and > 0".into()
+                    } else {
+                        "finite".into()
+                    },
+                    found: v.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-channel `(scale, offset)` with `y = x * scale + offset` equal to
+    /// `(x * pre - mean) / std`.
+    fn affine(&self, channels: usize, pre: f32) -> (Vec<f32>, Vec<f32>) {
+        let pick = |v: &[f32], ch: usize, default: f32| {
+            if v.is_empty() {
+                default
+            } else {
+                v[ch % v.len()]
+            }
+        };
+        (0..channels)
+            .map(|ch| {
+                let mean = pick(&self.mean, ch, 0.0);
+                let std = pick(&self.std, ch, 1.0);
+                (pre / std, -mean / std)
+            })
+            .unzip()
+    }
+}

@@ -1,0 +1,12 @@
+//! Files: the native model file (safetensors weights + a RON graph description), and atomic
+//! writes so that no half-written output is ever left behind.
+//!
+//! Depends on `graph`, `data` (normalisation) and `train` (the run that made a model); knows
+//! nothing of the GUI.
+
+pub mod atomic;
+pub mod error;
+pub mod model_file;
+
+pub use error::IoError;
+pub use model_file::{Model, ModelMeta, load_model, save_model};

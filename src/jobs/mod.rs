@@ -1,0 +1,153 @@
+//! Background jobs: heavy work (training, evaluation) runs on a worker thread that reports typed
+//! [`JobEvent`]s over a channel and honours a shared stop flag. The UI (or CLI) drains events
+//! without blocking; workers wake it through an injected [`Waker`], so this module knows nothing
+//! of egui.
+
+use crate::data::{Dataset, Normalization};
+use crate::io::Model;
+use crate::train::{EvalResult, TrainConfig, TrainEvent, TrainSummary, evaluate, train};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Called by a worker after it sends an event (the GUI passes `ctx.request_repaint`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// What a job reports.
+#[derive(Debug)]
+pub enum JobEvent {
+    Train(TrainEvent),
+    /// A training job finished: the trained model and its summary.
+    Trained {
+        model: Arc<Model>,
+        summary: TrainSummary,
+    },
+    Evaluated(EvalResult),
+    /// The job stopped with an error (already formatted for a person).
+    Failed(String),
+}
+
+/// A running background job.
+pub struct Job {
+    rx: Receiver<JobEvent>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+struct Outbox {
+    tx: Mutex<Sender<JobEvent>>,
+    waker: Waker,
+}
+
+impl Outbox {
+    fn send(&self, e: JobEvent) {
+        if let Ok(tx) = self.tx.lock() {
+            // A closed receiver means nobody listens any more: dropping the event is right.
+            let _ = tx.send(e);
+        }
+        (self.waker)();
+    }
+}
+
+impl Job {
+    fn spawn(
+        name: &str,
+        waker: Waker,
+        work: impl FnOnce(&Outbox, &AtomicBool) + Send + 'static,
+    ) -> std::io::Result<Job> {
+        let (tx, rx) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let out = Outbox {
+            tx: Mutex::new(tx),
+            waker,
+        };
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || work(&out, &flag))?;
+        Ok(Job {
+            rx,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Trains a copy of `model` on `data` (evaluating on `eval` after each epoch).
+    pub fn train(
+        model: Model,
+        data: Arc<Dataset>,
+        eval: Option<Arc<Dataset>>,
+        cfg: TrainConfig,
+        waker: Waker,
+    ) -> std::io::Result<Job> {
+        Job::spawn("qatlas-train", waker, move |out, stop| {
+            let mut model = model;
+            let norm = model.meta.normalization.clone();
+            let mut last_step = std::time::Instant::now();
+            let mut on_event = |e: TrainEvent| {
+                // Step events are throttled to ~50 per second; epoch events always go out.
+                if matches!(e, TrainEvent::Step { .. }) && last_step.elapsed().as_millis() < 20 {
+                    return;
+                }
+                last_step = std::time::Instant::now();
+                out.send(JobEvent::Train(e));
+            };
+            match train(
+                &mut model.graph,
+                &data,
+                &norm,
+                &cfg,
+                eval.as_deref(),
+                stop,
+                &mut on_event,
+            ) {
+                Ok(summary) => {
+                    model.meta.train_config = Some(cfg);
+                    model.meta.history = Some(summary.history.clone());
+                    out.send(JobEvent::Trained {
+                        model: Arc::new(model),
+                        summary,
+                    });
+                }
+                Err(e) => out.send(JobEvent::Failed(format!("training failed: {e}"))),
+            }
+        })
+    }
+
+    /// Evaluates `model` on `data`.
+    pub fn evaluate(
+        model: Arc<Model>,
+        data: Arc<Dataset>,
+        norm: Normalization,
+        waker: Waker,
+    ) -> std::io::Result<Job> {
+        Job::spawn("qatlas-eval", waker, move |out, _| {
+            match evaluate(&model.graph, &data, &norm, 256) {
+                Ok(r) => out.send(JobEvent::Evaluated(r)),
+                Err(e) => out.send(JobEvent::Failed(format!("evaluation failed: {e}"))),
+            }
+        })
+    }
+
+    /// Events received so far, without blocking.
+    pub fn drain(&self) -> Vec<JobEvent> {
+        self.rx.try_iter().collect()
+    }
+
+    /// Asks the worker to stop at its next step.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the worker thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,20 @@
+//! qatlas: a quantization studio for neural networks.
+//!
+//! The library holds everything; `main.rs` only parses arguments and starts the studio window
+//! (feature `gui`) or a headless subcommand. Layers, from the bottom up (arrows point down only):
+//! `app`/`cli` -> `jobs` -> `train`/`io` -> `graph` -> `ops` -> `kernels`, with `data` beside
+//! `kernels` at the bottom. Nothing below `app` knows egui. See `ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod data;
+pub mod graph;
+pub mod io;
+pub mod jobs;
+pub mod kernels;
+pub mod ops;
+pub mod tensor;
+pub mod train;
+pub mod zoo;
+
+#[cfg(feature = "gui")]
+pub mod app;

@@ -1,0 +1,17 @@
+//! Training and evaluation of float graphs: optimizers, learning-rate schedules, the trainer loop
+//! with typed progress events and a shared stop flag, and evaluation.
+//!
+//! Depends on `graph`, `ops` and `data`; knows nothing of files or the GUI.
+
+pub mod eval;
+pub mod optim;
+pub mod schedule;
+pub mod throughput;
+pub mod trainer;
+
+pub use eval::{EvalResult, evaluate};
+pub use optim::{Optimizer, OptimizerConfig};
+pub use schedule::Schedule;
+pub use trainer::{
+    EpochRecord, TrainConfig, TrainError, TrainEvent, TrainHistory, TrainSummary, train,
+};

@@ -1,0 +1,224 @@
+//! The training loop: seeded shuffling, forward/backward, optimizer step, schedule, typed
+//! progress events, a shared stop flag honoured between steps, and a bounded loss history.
+
+use super::{EvalResult, Optimizer, OptimizerConfig, Schedule, evaluate};
+use crate::data::{Dataset, Loader, Normalization};
+use crate::graph::{Graph, GraphError};
+use crate::ops::Mode;
+use crate::ops::loss::softmax_cross_entropy;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use thiserror::Error;
+
+/// Everything that defines a training run (stored with the model it produced).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 2,
+            batch_size: 64,
+            optimizer: OptimizerConfig::AdamW {
+                lr: 2e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-4,
+            },
+            schedule: Schedule::Cosine {
+                warmup_steps: 100,
+                min_factor: 0.0,
+            },
+            seed: 0,
+        }
+    }
+}
+
+/// Progress reported while training.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainEvent {
+    Step {
+        epoch: usize,
+        step: usize,
+        total_steps: usize,
+        loss: f32,
+        lr: f32,
+        images_per_s: f64,
+    },
+    Epoch(EpochRecord),
+}
+
+/// Summary of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub images_per_s: f64,
+    pub eval: Option<EvalResult>,
+}
+
+/// Loss curve of a run, bounded in size (the studio plots it; model files store it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainHistory {
+    /// (step, mean loss over the steps since the previous point).
+    pub loss: Vec<(usize, f32)>,
+    pub epochs: Vec<EpochRecord>,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub stopped: bool,
+    pub images_per_s: f64,
+    pub seconds: f64,
+    pub history: TrainHistory,
+}
+
+/// Why training failed.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("loss became {value} at epoch {epoch}, step {step}: lower the learning rate")]
+    NonFinite {
+        epoch: usize,
+        step: usize,
+        value: f32,
+    },
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    #[error("the model expects inputs {expected:?}, the dataset has {found:?}")]
+    DataShape {
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+}
+
+/// Points kept in the history's loss curve.
+const HISTORY_POINTS: usize = 2000;
+
+/// Trains `g` in place on `train`, evaluating on `eval` after each epoch if given.
+pub fn train(
+    g: &mut Graph,
+    train: &Dataset,
+    norm: &Normalization,
+    cfg: &TrainConfig,
+    eval: Option<&Dataset>,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainSummary, TrainError> {
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config(
+            "epochs and batch size must be positive".into(),
+        ));
+    }
+    if train.image_shape()[..] != g.input_shape[..] {
+        return Err(TrainError::DataShape {
+            expected: g.input_shape.clone(),
+            found: train.image_shape().to_vec(),
+        });
+    }
+    let steps_per_epoch = Loader::new(train, norm, cfg.batch_size, None, true)
+        .num_batches()
+        .max(1);
+    let total = steps_per_epoch * cfg.epochs;
+    let every = total.div_ceil(HISTORY_POINTS).max(1);
+    let mut opt = Optimizer::new(cfg.optimizer.clone(), g);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9e37_79b9);
+    let mut history = TrainHistory::default();
+    let (mut step, mut acc_loss, mut acc_n) = (0usize, 0.0f64, 0usize);
+    let start = Instant::now();
+    let mut images = 0usize;
+    let mut stopped = false;
+    'epochs: for epoch in 0..cfg.epochs {
+        let t0 = Instant::now();
+        let (mut e_loss, mut e_correct, mut e_seen) = (0.0f64, 0usize, 0usize);
+        let loader = Loader::new(
+            train,
+            norm,
+            cfg.batch_size,
+            Some(cfg.seed.wrapping_add(epoch as u64)),
+            true,
+        );
+        for (x, y) in loader {
+            if stop.load(Ordering::Relaxed) {
+                stopped = true;
+                break 'epochs;
+            }
+            let lr = cfg
+                .schedule
+                .lr(cfg.optimizer.lr(), step, total, steps_per_epoch);
+            let trace = g.forward(std::slice::from_ref(&x), Mode::Train, true, &mut rng)?;
+            let logits = trace.output(g, 0).expect("output kept in training");
+            let l = softmax_cross_entropy(logits, &y).map_err(|e| GraphError::Op {
+                node: "loss".into(),
+                source: e,
+            })?;
+            if !l.loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step,
+                    value: l.loss,
+                });
+            }
+            let grads = g.backward(&trace, l.grad)?;
+            let updates = trace.updates;
+            g.apply_updates(updates);
+            opt.step(g, &grads.params, lr);
+            step += 1;
+            images += y.len();
+            e_loss += l.loss as f64 * y.len() as f64;
+            e_correct += l.correct;
+            e_seen += y.len();
+            acc_loss += l.loss as f64;
+            acc_n += 1;
+            if step % every == 0 || step == total {
+                history.loss.push((step, (acc_loss / acc_n as f64) as f32));
+                acc_loss = 0.0;
+                acc_n = 0;
+            }
+            on_event(TrainEvent::Step {
+                epoch,
+                step,
+                total_steps: total,
+                loss: l.loss,
+                lr,
+                images_per_s: e_seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let eval = match eval {
+            Some(ds) => Some(evaluate(g, ds, norm, 256)?),
+            None => None,
+        };
+        let rec = EpochRecord {
+            epoch,
+            train_loss: e_loss / e_seen.max(1) as f64,
+            train_accuracy: e_correct as f64 / e_seen.max(1) as f64,
+            images_per_s: e_seen as f64 / secs,
+            eval,
+        };
+        history.epochs.push(rec.clone());
+        on_event(TrainEvent::Epoch(rec));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(TrainSummary {
+        steps: step,
+        stopped,
+        images_per_s: images as f64 / seconds.max(1e-9),
+        seconds,
+        history,
+    })
+}
