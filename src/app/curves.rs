@@ -192,6 +192,7 @@ fn run_header(ui: &mut egui::Ui, run: &TrainRun, cx: &mut FrameCtx<'_>) {
         }
         RunPhase::Finished {
             stopped_early,
+            steps,
             seconds,
         } => {
             let how = if *stopped_early {
@@ -201,7 +202,7 @@ fn run_header(ui: &mut egui::Ui, run: &TrainRun, cx: &mut FrameCtx<'_>) {
             };
             ui.label(format!(
                 "Last run: {arch}, {} steps in {}{how}. Its model is on screen.",
-                format::thousands(p.step as u64),
+                format::thousands(*steps as u64),
                 format::clock(std::time::Duration::from_secs_f64(seconds.max(0.0)))
             ));
         }

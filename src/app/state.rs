@@ -217,9 +217,10 @@ pub enum RunPhase {
     Running,
     /// Stop was pressed; waiting for the worker.
     Stopping,
-    /// Ended; `stopped_early` if Stop ended it.
+    /// Ended after `steps` optimizer steps; `stopped_early` if Stop ended it.
     Finished {
         stopped_early: bool,
+        steps: usize,
         seconds: f64,
     },
     Failed(String),

@@ -169,6 +169,7 @@ impl StudioApp {
                 run.job = None;
                 run.phase = RunPhase::Finished {
                     stopped_early: summary.stopped,
+                    steps: summary.steps,
                     seconds: summary.seconds,
                 };
                 let id = self.live.next_model_id();
@@ -347,6 +348,7 @@ impl StudioApp {
             (RunPhase::Stopping, _) => {
                 run.phase = RunPhase::Finished {
                     stopped_early: true,
+                    steps: 0,
                     seconds: run.started.elapsed().as_secs_f64(),
                 };
             }
@@ -550,6 +552,7 @@ mod tests {
             app.live.training.as_ref().unwrap().phase,
             RunPhase::Finished {
                 stopped_early: false,
+                steps: 8,
                 seconds: 0.8
             }
         );

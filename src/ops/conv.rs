@@ -241,6 +241,57 @@ fn chunk_cols(g: &Geom, x: &[f32], nb: usize, col: &mut [f32]) {
     }
 }
 
+/// The same columns as [`chunk_cols`], appended in memory order to a fresh vector (no zero-fill
+/// pass over a buffer that is overwritten anyway).
+fn chunk_cols_vec(g: &Geom, x: &[f32], nb: usize) -> Vec<f32> {
+    let (p, img_in, plane) = (g.p(), g.cin * g.h * g.w, g.h * g.w);
+    let mut v = Vec::with_capacity(g.groups * g.k() * nb * p);
+    for gr in 0..g.groups {
+        for c in 0..g.cin_g {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    for n in 0..nb {
+                        let src = &x[n * img_in + (gr * g.cin_g + c) * plane..][..plane];
+                        emit_row(g, src, i, j, &mut v);
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Appends im2col row (i, j) of one input plane: the P values it contributes to the columns.
+fn emit_row(g: &Geom, plane: &[f32], i: usize, j: usize, v: &mut Vec<f32>) {
+    let off = (j * g.dw) as isize - g.pl as isize;
+    let zeros = |v: &mut Vec<f32>, n: usize| v.resize(v.len() + n, 0.0);
+    for oy in 0..g.oh {
+        let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
+        if iy < 0 || iy >= g.h as isize {
+            zeros(v, g.ow);
+            continue;
+        }
+        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+        if g.sw == 1 {
+            let lo = (-off).clamp(0, g.ow as isize) as usize;
+            let hi = (g.w as isize - off).clamp(lo as isize, g.ow as isize) as usize;
+            zeros(v, lo);
+            let s = (lo as isize + off) as usize;
+            v.extend_from_slice(&src[s..s + hi - lo]);
+            zeros(v, g.ow - hi);
+        } else {
+            v.extend((0..g.ow).map(|ox| {
+                let ix = (ox * g.sw) as isize + off;
+                if ix >= 0 && ix < g.w as isize {
+                    src[ix as usize]
+                } else {
+                    0.0
+                }
+            }));
+        }
+    }
+}
+
 /// Forward pass. Keeps the im2col columns when `keep` (training).
 pub fn forward(a: &Conv2dAttrs, inputs: &[&Tensor], keep: bool) -> Forward {
     let (x, wt) = (inputs[0], inputs[1]);
@@ -252,63 +303,72 @@ pub fn forward(a: &Conv2dAttrs, inputs: &[&Tensor], keep: bool) -> Forward {
     let (img_in, img_out, k, p) = (g.cin * g.h * g.w, g.cout * g.p(), g.k(), g.p());
     let mut out = vec![0.0f32; g.n * img_out];
     let col_img = if g.direct() { 0 } else { g.groups * k * p };
-    let mut cols = vec![0.0f32; if keep { g.n * col_img } else { 0 }];
     let ch = chunk_len(g.n);
-    let body = |n0: usize, out: &mut [f32], cols: &mut [f32]| {
+    // Returns the chunk's columns when they are to be kept for backward.
+    let body = |n0: usize, out: &mut [f32]| -> Vec<f32> {
         let nb = out.len() / img_out;
         let xc = &xs[n0 * img_in..][..nb * img_in];
         if g.direct() {
             for (i, o) in out.chunks_mut(img_out).enumerate() {
                 direct_forward(&g, &xc[i * img_in..][..img_in], ws, o);
             }
-        } else {
-            let lens = [if keep { 0 } else { nb * col_img }, g.cout_g * nb * p, 0];
-            return with_scratch(lens, |scratch, tmp, _| {
-                let col: &mut [f32] = if keep { cols } else { scratch };
-                chunk_cols(&g, xc, nb, col);
-                for gr in 0..g.groups {
-                    sgemm(
-                        MatRef::row_major(&ws[gr * g.cout_g * k..][..g.cout_g * k], g.cout_g, k),
-                        MatRef::row_major(&col[gr * k * nb * p..][..k * nb * p], k, nb * p),
-                        MatMut::row_major(tmp, g.cout_g, nb * p),
-                        false,
-                        false,
-                    );
-                    // Scatter to NCHW, adding the bias on the way.
-                    for (co, row) in tmp.chunks(nb * p).enumerate() {
-                        let oc = gr * g.cout_g + co;
-                        let bv = bias.map_or(0.0, |b| b[oc]);
-                        for n in 0..nb {
-                            let dst = &mut out[n * img_out + oc * p..][..p];
-                            dst.iter_mut()
-                                .zip(&row[n * p..][..p])
-                                .for_each(|(d, s)| *d = s + bv);
-                        }
+            if let Some(b) = bias {
+                for o in out.chunks_mut(img_out) {
+                    for (co, plane) in o.chunks_mut(p).enumerate() {
+                        plane.iter_mut().for_each(|v| *v += b[co]);
                     }
                 }
-            });
+            }
+            return Vec::new();
         }
-        if let Some(b) = bias {
-            for o in out.chunks_mut(img_out) {
-                for (co, plane) in o.chunks_mut(p).enumerate() {
-                    plane.iter_mut().for_each(|v| *v += b[co]);
+        let kept = if keep {
+            chunk_cols_vec(&g, xc, nb)
+        } else {
+            Vec::new()
+        };
+        let lens = [if keep { 0 } else { nb * col_img }, g.cout_g * nb * p, 0];
+        with_scratch(lens, |scratch, tmp, _| {
+            let col: &[f32] = if keep {
+                &kept
+            } else {
+                chunk_cols(&g, xc, nb, scratch);
+                scratch
+            };
+            for gr in 0..g.groups {
+                sgemm(
+                    MatRef::row_major(&ws[gr * g.cout_g * k..][..g.cout_g * k], g.cout_g, k),
+                    MatRef::row_major(&col[gr * k * nb * p..][..k * nb * p], k, nb * p),
+                    MatMut::row_major(tmp, g.cout_g, nb * p),
+                    false,
+                    false,
+                );
+                // Scatter to NCHW, adding the bias on the way.
+                for (co, row) in tmp.chunks(nb * p).enumerate() {
+                    let oc = gr * g.cout_g + co;
+                    let bv = bias.map_or(0.0, |b| b[oc]);
+                    for n in 0..nb {
+                        let dst = &mut out[n * img_out + oc * p..][..p];
+                        dst.iter_mut()
+                            .zip(&row[n * p..][..p])
+                            .for_each(|(d, s)| *d = s + bv);
+                    }
                 }
             }
-        }
+        });
+        kept
     };
-    if keep && col_img > 0 {
-        out.par_chunks_mut(ch * img_out)
-            .zip(cols.par_chunks_mut(ch * col_img))
-            .enumerate()
-            .for_each(|(c, (o, cs))| body(c * ch, o, cs));
-    } else {
-        out.par_chunks_mut(ch * img_out)
-            .enumerate()
-            .for_each(|(c, o)| body(c * ch, o, &mut []));
-    }
+    let cols: Vec<Vec<f32>> = out
+        .par_chunks_mut(ch * img_out)
+        .enumerate()
+        .map(|(c, o)| body(c * ch, o))
+        .collect();
     Forward {
         output: from_vec(&[g.n, g.cout, g.oh, g.ow], out),
-        saved: if keep { Saved::Conv(cols) } else { Saved::None },
+        saved: if keep && col_img > 0 {
+            Saved::Conv(cols)
+        } else {
+            Saved::None
+        },
         updates: Vec::new(),
     }
 }
@@ -400,14 +460,14 @@ pub fn backward(
     let need_dx = need.first().copied().unwrap_or(false);
     let (img_in, img_out, k, p) = (g.cin * g.h * g.w, g.cout * g.p(), g.k(), g.p());
     let col_img = if g.direct() { 0 } else { g.groups * k * p };
-    let saved_cols: Option<&[f32]> = match saved {
-        Saved::Conv(c) if c.len() == g.n * col_img && col_img > 0 => Some(c),
+    let ch = chunk_len(g.n);
+    let chunks = g.n.div_ceil(ch);
+    let saved_cols: Option<&[Vec<f32>]> = match saved {
+        Saved::Conv(c) if c.len() == chunks && col_img > 0 => Some(c),
         _ => None,
     };
     let wlen = ws.len();
-    let ch = chunk_len(g.n);
     let mut dx = vec![0.0f32; if need_dx { g.n * img_in } else { 0 }];
-    let chunks = g.n.div_ceil(ch);
     // One weight-gradient accumulator per chunk, summed in order afterwards (reproducible).
     // Each chunk's slot holds the weight gradient followed by the bias gradient.
     let slot = wlen + g.cout;
@@ -450,7 +510,7 @@ pub fn backward(
         ];
         with_scratch(lens, |rebuilt, dyg, dcol| {
             let col: &[f32] = match saved_cols {
-                Some(cs) => &cs[n0 * col_img..][..nb * col_img],
+                Some(cs) => &cs[c],
                 None => {
                     chunk_cols(&g, xc, nb, rebuilt);
                     rebuilt

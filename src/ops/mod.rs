@@ -231,8 +231,8 @@ impl Forward {
 pub enum Saved {
     #[default]
     None,
-    /// im2col columns, per image and group (empty for direct convolution).
-    Conv(Vec<f32>),
+    /// im2col columns of each chunk of images (see `conv`).
+    Conv(Vec<Vec<f32>>),
     /// Flat input index of each max, per output element.
     MaxPool(Vec<u32>),
     /// Normalised input, 1/std per channel, and whether batch statistics were used.
