@@ -11,6 +11,7 @@ use qatlas::zoo::Arch;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    qatlas::kernels::alloc::retain_freed_memory();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist");
     let ds = match load_split(&dir, Split::Train) {
         Ok(d) => d.limit(64 * 64),

@@ -5,6 +5,7 @@ use clap::Parser;
 use qatlas::cli::{Cli, Command, init_threads, run};
 
 fn main() {
+    qatlas::kernels::alloc::retain_freed_memory();
     let cli = Cli::parse();
     let result = init_threads(cli.threads).and_then(|_| match cli.command {
         None => open_studio(Default::default()),
