@@ -5,7 +5,7 @@
 //! (depthwise) run a direct loop. Images are processed in parallel chunks whose size depends only
 //! on the batch size, and weight gradients are summed over chunks in a fixed order.
 
-use super::par::chunk_len;
+use super::par::{chunk_len, fast_sum};
 use super::scratch::with_scratch;
 use super::{Forward, OpError, Saved, error::invalid};
 use crate::kernels::{MatMut, MatRef, sgemm};
@@ -494,7 +494,7 @@ pub fn backward(
                     &mut dwc[..wlen],
                 );
                 for (co, plane) in dyi.chunks(p).enumerate() {
-                    dwc[wlen + co] += plane.iter().sum::<f32>();
+                    dwc[wlen + co] += fast_sum(plane);
                 }
             }
             return;
@@ -523,7 +523,7 @@ pub fn backward(
                     let mut bsum = 0.0f32;
                     for n in 0..nb {
                         let src = &dyc[n * img_out + (gr * g.cout_g + co) * p..][..p];
-                        bsum += src.iter().sum::<f32>();
+                        bsum += fast_sum(src);
                         dyg[co * nb * p + n * p..][..p].copy_from_slice(src);
                     }
                     dwc[wlen + gr * g.cout_g + co] += bsum;

@@ -212,18 +212,20 @@ fn max2x2(xp: &[f32], w: usize, oh: usize, ow: usize, base: u32, yp: &mut [f32],
             &xp[2 * oy * w..][..2 * ow],
             &xp[(2 * oy + 1) * w..][..2 * ow],
         );
-        for ox in 0..ow {
-            let cand = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-            let mut bi = 0;
-            for (i, &v) in cand.iter().enumerate().skip(1) {
-                if !(v <= cand[bi]) {
-                    bi = i;
-                }
-            }
-            yp[oy * ow + ox] = cand[bi];
+        let yrow = &mut yp[oy * ow..][..ow];
+        // Branch-free selects (first maximum wins on ties), so the loop compiles to blends.
+        for (ox, y) in yrow.iter_mut().enumerate() {
+            let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+            let (m01, i01) = if b > a { (b, 1u32) } else { (a, 0) };
+            let (m23, i23) = if d > c {
+                (d, w as u32 + 1)
+            } else {
+                (c, w as u32)
+            };
+            let (m, i) = if m23 > m01 { (m23, i23) } else { (m01, i01) };
+            *y = m;
             if let Some(slot) = ap.get_mut(oy * ow + ox) {
-                let (dy, dx) = (bi / 2, bi % 2);
-                *slot = base + ((2 * oy + dy) * w + 2 * ox + dx) as u32;
+                *slot = base + (2 * oy * w + 2 * ox) as u32 + i;
             }
         }
     }
@@ -305,7 +307,7 @@ pub fn global_forward(x: &Tensor) -> Tensor {
     let hw = s[2] * s[3];
     let y: Vec<f32> = slice(x)
         .chunks(hw.max(1))
-        .map(|p| p.iter().sum::<f32>() / hw as f32)
+        .map(|p| super::par::fast_sum(p) / hw as f32)
         .collect();
     from_vec(&[s[0], s[1], 1, 1], y)
 }
