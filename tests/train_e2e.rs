@@ -15,9 +15,9 @@ fn mnist() -> PathBuf {
 fn cfg(epochs: usize, seed: u64) -> TrainConfig {
     TrainConfig {
         epochs,
-        batch_size: 64,
+        batch_size: 16,
         optimizer: OptimizerConfig::AdamW {
-            lr: 2e-3,
+            lr: 3e-3,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -145,4 +145,42 @@ fn model_file_round_trip_keeps_predictions() {
     assert_eq!(back.meta, m.meta);
     let x = ds.batch(&(0..64).collect::<Vec<_>>(), &norm);
     assert_eq!(m.graph.infer(&x).unwrap(), back.graph.infer(&x).unwrap());
+}
+
+#[test]
+fn non_finite_input_stops_with_a_clear_error_and_keeps_last_good_weights() {
+    let mut ds = load_split(&mnist(), Split::Train).unwrap().limit(64);
+    let mut g = Arch::SeedCnn.build([1, 28, 28], 10, 0).unwrap();
+    let before: Vec<f32> = g
+        .params
+        .iter()
+        .flat_map(|p| p.tensor.iter().copied().collect::<Vec<_>>())
+        .collect();
+    // Poison the pixels: float storage with a NaN in every image, so the very first step fails.
+    let mut px: Vec<f32> = match &ds.pixels {
+        qatlas::data::Pixels::U8(v) => v.iter().map(|&b| b as f32 / 255.0).collect(),
+        qatlas::data::Pixels::F32(v) => v.clone(),
+    };
+    for img in px.chunks_mut(784) {
+        img[100] = f32::NAN;
+    }
+    ds.pixels = qatlas::data::Pixels::F32(px);
+    let e = train(
+        &mut g,
+        &ds,
+        &Normalization::mnist(),
+        &cfg(1, 0),
+        None,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let msg = format!("{e}");
+    assert!(msg.contains("non-finite") || msg.contains("NaN"), "{msg}");
+    let after: Vec<f32> = g
+        .params
+        .iter()
+        .flat_map(|p| p.tensor.iter().copied().collect::<Vec<_>>())
+        .collect();
+    assert_eq!(before, after, "a failed step must not touch the weights");
 }

@@ -19,7 +19,7 @@ const TRAIN_ACC: Color32 = Color32::from_rgb(120, 190, 120);
 /// The curves panel and its display options.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CurvesPanel {
-    /// Draw the loss of every step under the smoothed curve.
+    /// Draw the reported step losses under the smoothed curve.
     pub show_raw: bool,
 }
 
@@ -50,7 +50,7 @@ impl CurvesPanel {
             ui.heading("Training curves");
             if live_run.is_some() {
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    ui.checkbox(&mut self.show_raw, "per-step loss");
+                    ui.checkbox(&mut self.show_raw, "step loss");
                 });
             }
         });
@@ -70,7 +70,7 @@ impl CurvesPanel {
                 let mut s = Vec::new();
                 if self.show_raw {
                     s.push(Series {
-                        name: "loss per step",
+                        name: "step loss",
                         points: p.loss.clone(),
                         color: RAW_LOSS,
                         width: 1.0,
@@ -86,7 +86,7 @@ impl CurvesPanel {
                     s,
                     &p.epochs[..],
                     run.request.epochs,
-                    "Live run: the loss of each training step",
+                    "Live run: training loss at the steps reported so far (up to ~50 per second)",
                 )
             }
             (None, Some(h)) => {

@@ -84,13 +84,20 @@ impl Job {
         Job::spawn("qatlas-train", waker, move |out, stop| {
             let mut model = model;
             let norm = model.meta.normalization.clone();
-            let mut last_step = std::time::Instant::now();
+            let mut last_sent: Option<std::time::Instant> = None;
             let mut on_event = |e: TrainEvent| {
-                // Step events are throttled to ~50 per second; epoch events always go out.
-                if matches!(e, TrainEvent::Step { .. }) && last_step.elapsed().as_millis() < 20 {
-                    return;
+                // Step events are throttled to ~50 per second, but the first and the last step
+                // always go out; epoch events always go out.
+                if let TrainEvent::Step {
+                    step, total_steps, ..
+                } = e
+                {
+                    let recent = last_sent.is_some_and(|t| t.elapsed().as_millis() < 20);
+                    if recent && step != total_steps {
+                        return;
+                    }
+                    last_sent = Some(std::time::Instant::now());
                 }
-                last_step = std::time::Instant::now();
                 out.send(JobEvent::Train(e));
             };
             match train(

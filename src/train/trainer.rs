@@ -97,6 +97,14 @@ pub enum TrainError {
         step: usize,
         value: f32,
     },
+    #[error(
+        "the gradient of '{param}' became non-finite at epoch {epoch}, step {step}: lower the learning rate"
+    )]
+    NonFiniteGradient {
+        epoch: usize,
+        step: usize,
+        param: String,
+    },
     #[error("invalid training configuration: {0}")]
     Config(String),
     #[error("the model expects inputs {expected:?}, the dataset has {found:?}")]
@@ -104,6 +112,16 @@ pub enum TrainError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+}
+
+/// Name of the first parameter whose gradient holds a NaN or infinity.
+fn first_non_finite(g: &Graph, grads: &[Option<crate::tensor::Tensor>]) -> Option<String> {
+    grads.iter().enumerate().find_map(|(i, t)| {
+        let t = t.as_ref()?;
+        t.iter()
+            .any(|v| !v.is_finite())
+            .then(|| g.params[i].name.clone())
+    })
 }
 
 /// Points kept in the history's loss curve.
@@ -174,6 +192,14 @@ pub fn train(
                 });
             }
             let grads = g.backward(&trace, l.grad)?;
+            if let Some(name) = first_non_finite(g, &grads.params) {
+                return Err(TrainError::NonFiniteGradient {
+                    epoch,
+                    step,
+                    param: name,
+                });
+            }
+            // Only a fully finite step touches the model, so an error leaves the last good weights.
             let updates = trace.updates;
             g.apply_updates(updates);
             opt.step(g, &grads.params, lr);
