@@ -3,10 +3,9 @@
 
 use qatlas::data::{Normalization, Split, load_split};
 use qatlas::io::{Model, ModelMeta, load_model, save_model};
-use qatlas::train::{OptimizerConfig, Schedule, TrainConfig, evaluate, train};
+use qatlas::train::{Control, OptimizerConfig, Schedule, TrainConfig, evaluate, train};
 use qatlas::zoo::Arch;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 fn mnist() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mnist")
@@ -44,7 +43,7 @@ fn seed_cnn_learns_mnist_subset() {
         &norm,
         &cfg(1, 0),
         None,
-        &AtomicBool::new(false),
+        &Control::new(),
         &mut |_| {},
     )
     .unwrap();
@@ -79,7 +78,7 @@ fn same_seed_same_weights_other_seed_differs() {
             &norm,
             &cfg(1, seed),
             None,
-            &AtomicBool::new(false),
+            &Control::new(),
             &mut |_| {},
         )
         .unwrap();
@@ -99,7 +98,7 @@ fn same_seed_same_weights_other_seed_differs() {
 fn stop_flag_ends_training_early() {
     let ds = load_split(&mnist(), Split::Train).unwrap().limit(160);
     let mut g = Arch::SeedCnn.build([1, 28, 28], 10, 0).unwrap();
-    let stop = AtomicBool::new(false);
+    let stop = Control::new();
     let mut steps = 0;
     let s = train(
         &mut g,
@@ -112,7 +111,7 @@ fn stop_flag_ends_training_early() {
             if let qatlas::train::TrainEvent::Step { .. } = e {
                 steps += 1;
                 if steps == 3 {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    stop.stop();
                 }
             }
         },
@@ -171,7 +170,7 @@ fn non_finite_input_stops_with_a_clear_error_and_keeps_last_good_weights() {
         &Normalization::mnist(),
         &cfg(1, 0),
         None,
-        &AtomicBool::new(false),
+        &Control::new(),
         &mut |_| {},
     )
     .unwrap_err();

@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 /// Optimizer choice.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -136,7 +135,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         .arch
         .build(train_ds.image_shape(), train_ds.num_classes.max(2), a.seed)?;
     let pb = progress(0, "train");
-    let stop = AtomicBool::new(false);
+    let control = crate::train::Control::new();
     let mut on_event = |e: TrainEvent| match e {
         TrainEvent::Step {
             step,
@@ -170,7 +169,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         &norm,
         &cfg,
         eval_ds.as_ref(),
-        &stop,
+        &control,
         &mut on_event,
     )?;
     pb.finish_and_clear();

@@ -1,12 +1,11 @@
 //! Background jobs: heavy work (training, evaluation) runs on a worker thread that reports typed
-//! [`JobEvent`]s over a channel and honours a shared stop flag. The UI (or CLI) drains events
+//! [`JobEvent`]s over a channel and honours stop/pause commands through a shared [`Control`]. The UI (or CLI) drains events
 //! without blocking; workers wake it through an injected [`Waker`], so this module knows nothing
 //! of egui.
 
 use crate::data::{Dataset, Normalization};
 use crate::io::Model;
-use crate::train::{EvalResult, TrainConfig, TrainEvent, TrainSummary, evaluate, train};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::train::{Control, EvalResult, TrainConfig, TrainEvent, TrainSummary, evaluate, train};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,7 +30,7 @@ pub enum JobEvent {
 /// A running background job.
 pub struct Job {
     rx: Receiver<JobEvent>,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -54,11 +53,11 @@ impl Job {
     fn spawn(
         name: &str,
         waker: Waker,
-        work: impl FnOnce(&Outbox, &AtomicBool) + Send + 'static,
+        work: impl FnOnce(&Outbox, &Control) + Send + 'static,
     ) -> std::io::Result<Job> {
         let (tx, rx) = channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let control = Arc::new(Control::new());
+        let flag = control.clone();
         let out = Outbox {
             tx: Mutex::new(tx),
             waker,
@@ -68,7 +67,7 @@ impl Job {
             .spawn(move || work(&out, &flag))?;
         Ok(Job {
             rx,
-            stop,
+            control,
             handle: Some(handle),
         })
     }
@@ -81,7 +80,7 @@ impl Job {
         cfg: TrainConfig,
         waker: Waker,
     ) -> std::io::Result<Job> {
-        Job::spawn("qatlas-train", waker, move |out, stop| {
+        Job::spawn("qatlas-train", waker, move |out, control| {
             let mut model = model;
             let norm = model.meta.normalization.clone();
             let mut last_sent: Option<std::time::Instant> = None;
@@ -106,7 +105,7 @@ impl Job {
                 &norm,
                 &cfg,
                 eval.as_deref(),
-                stop,
+                control,
                 &mut on_event,
             ) {
                 Ok(summary) => {
@@ -144,7 +143,22 @@ impl Job {
 
     /// Asks the worker to stop at its next step.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.control.stop();
+    }
+
+    /// Asks the worker to wait before its next step.
+    pub fn pause(&self) {
+        self.control.pause();
+    }
+
+    /// Lets a paused worker go on.
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
+    /// Whether the job is paused.
+    pub fn is_paused(&self) -> bool {
+        self.control.is_paused()
     }
 
     /// Whether the worker thread has ended.

@@ -3,12 +3,14 @@
 //!
 //! Depends on `graph`, `ops` and `data`; knows nothing of files or the GUI.
 
+pub mod control;
 pub mod eval;
 pub mod optim;
 pub mod schedule;
 pub mod throughput;
 pub mod trainer;
 
+pub use control::Control;
 pub use eval::{EvalResult, evaluate};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;

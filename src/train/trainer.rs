@@ -1,6 +1,7 @@
 //! The training loop: seeded shuffling, forward/backward, optimizer step, schedule, typed
-//! progress events, a shared stop flag honoured between steps, and a bounded loss history.
+//! progress events, stop/pause commands honoured between steps, and a bounded loss history.
 
+use super::Control;
 use super::{EvalResult, Optimizer, OptimizerConfig, Schedule, evaluate};
 use crate::data::{Dataset, Loader, Normalization};
 use crate::graph::{Graph, GraphError};
@@ -9,7 +10,6 @@ use crate::ops::loss::softmax_cross_entropy;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use thiserror::Error;
 
@@ -134,7 +134,7 @@ pub fn train(
     norm: &Normalization,
     cfg: &TrainConfig,
     eval: Option<&Dataset>,
-    stop: &AtomicBool,
+    control: &Control,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainSummary, TrainError> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
@@ -171,7 +171,7 @@ pub fn train(
             true,
         );
         for (x, y) in loader {
-            if stop.load(Ordering::Relaxed) {
+            if control.checkpoint() {
                 stopped = true;
                 break 'epochs;
             }
