@@ -250,7 +250,11 @@ impl Normalization {
             if values.len() != 1 && values.len() != channels {
                 return Err(DataError::Normalization {
                     field,
-                    expected: format!("1 or {channels} values (one per channel)"),
+                    expected: if channels == 1 {
+                        "1 value".to_string()
+                    } else {
+                        format!("1 or {channels} values (one per channel)")
+                    },
                     found: format!("{} values", values.len()),
                 });
             }
