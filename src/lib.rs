@@ -5,6 +5,7 @@
 //! `app`/`cli` -> `jobs` -> `train`/`io` -> `graph` -> `ops` -> `kernels`, with `data` beside
 //! `kernels` at the bottom. Nothing below `app` knows egui. See `ARCHITECTURE.md`.
 
+pub mod analysis;
 pub mod cli;
 pub mod data;
 pub mod graph;
@@ -12,6 +13,7 @@ pub mod io;
 pub mod jobs;
 pub mod kernels;
 pub mod ops;
+pub mod quant;
 pub mod tensor;
 pub mod train;
 pub mod zoo;

@@ -25,6 +25,10 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Training throughput (images/s) of a built-in architecture.
     Train(BenchTrainArgs),
+    /// int8 GEMM GOP/s per kernel path vs the f32 GEMM, with % of peak.
+    Gemm(super::bench_gemm::BenchGemmArgs),
+    /// Full per-layer sensitivity sweep time vs float evaluation of the same images.
+    Sensitivity(super::sensitivity::BenchSensitivityArgs),
 }
 
 /// Flags of `qatlas bench train`.
@@ -59,6 +63,8 @@ fn median(v: &mut [f64]) -> f64 {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
         BenchWhat::Train(t) => bench_train(t),
+        BenchWhat::Gemm(g) => super::bench_gemm::run(g),
+        BenchWhat::Sensitivity(s) => super::sensitivity::bench(s),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `qatlas eval`: accuracy and loss of a model on a dataset split.
 
 use super::common::{DataArgs, SplitArg, default_model, print_json};
-use crate::io::load_model;
+use crate::io::load_any;
 use crate::train::evaluate;
 use clap::Args;
 use serde_json::json;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Flags of `qatlas eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model file (default: the built-in pretrained seed-cnn).
+    /// Model file, .safetensors or .onnx (default: the built-in pretrained seed-cnn).
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[command(flatten)]
@@ -30,7 +30,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     let path = a.model.clone().unwrap_or_else(default_model);
-    let model = load_model(&path)?;
+    let model = load_any(&path)?;
     let norm = a.data.normalization(&model.meta.normalization)?;
     let ds = a.data.load(a.split.into(), a.limit)?;
     norm.validate(ds.c)?;

@@ -2,7 +2,7 @@
 
 use super::common::{default_model, print_json};
 use crate::graph::summarize;
-use crate::io::load_model;
+use crate::io::load_any;
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Flags of `qatlas info`.
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// Model file (default: the built-in pretrained seed-cnn).
+    /// Model file, .safetensors or .onnx (default: the built-in pretrained seed-cnn).
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[arg(long)]
@@ -20,7 +20,7 @@ pub struct InfoArgs {
 /// Runs `qatlas info`.
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let path = a.model.clone().unwrap_or_else(default_model);
-    let m = load_model(&path)?;
+    let m = load_any(&path)?;
     let layers = summarize(&m.graph)?;
     let final_acc = m
         .meta

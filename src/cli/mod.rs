@@ -1,13 +1,18 @@
-//! Headless subcommands, the command-line twin of the studio: `train`, `eval`, `info`, `bench`.
+//! Headless subcommands, the command-line twin of the studio: `train`, `eval`, `info`, `bench`,
+//! `export`.
 //!
 //! Raw flags are parsed by clap into [`Cli`]; each subcommand turns them into one validated
 //! configuration, runs it, prints a human summary or (with `--json`) one JSON object on stdout.
 //! Progress bars go to stderr.
 
 pub mod bench;
+pub mod bench_gemm;
 pub mod common;
 pub mod eval;
+pub mod export;
 pub mod info;
+pub mod ptq;
+pub mod sensitivity;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +41,12 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
+    /// Write a model as float ONNX (or as a native .safetensors file).
+    Export(export::ExportArgs),
+    /// Post-training quantization: calibrate, compare with float, write plan or model.
+    Ptq(ptq::PtqArgs),
+    /// Per-layer quantization sensitivity (only this layer / all but this layer).
+    Sensitivity(sensitivity::SensitivityArgs),
 }
 
 /// Runs a headless subcommand.
@@ -45,6 +56,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Ptq(a) => ptq::run(a),
+        Command::Sensitivity(a) => sensitivity::run(a),
         Command::Gui(_) => {
             anyhow::bail!("this build has no studio window (built without the `gui` feature)")
         }

@@ -110,7 +110,16 @@ impl Graph {
                 Source::Node(_) => {}
             }
         }
+        // Shapes at and downstream of an op qatlas cannot run (an imported `Unsupported` node)
+        // are unknown; they are returned empty.
+        let mut unknown = vec![false; self.values.len()];
         for node in &self.nodes {
+            if matches!(node.op, OpKind::Unsupported { .. })
+                || node.inputs.iter().any(|&v| unknown[v])
+            {
+                unknown[node.output] = true;
+                continue;
+            }
             let ins: Vec<&[usize]> = node
                 .inputs
                 .iter()

@@ -33,6 +33,8 @@ pub fn summarize(g: &Graph) -> Result<Vec<LayerSummary>, GraphError> {
             let out = &shapes[n.output];
             let out_elems: u64 = out.iter().product::<usize>() as u64;
             let macs = match &n.op {
+                // Unknown shape (downstream of an unsupported imported op).
+                _ if out.is_empty() => 0,
                 crate::ops::OpKind::Conv2d(_) => {
                     let w = &shapes[n.inputs[1]];
                     out_elems * (w[1] * w[2] * w[3]) as u64

@@ -20,4 +20,10 @@ pub enum IoError {
     Format { path: PathBuf, problem: String },
     #[error("unsupported model format (expected .safetensors or .onnx): {}", path.display())]
     UnknownKind { path: PathBuf },
+    /// An ONNX file could not be imported, or a graph could not be exported to ONNX.
+    #[error("{error}: {}", path.display())]
+    Onnx {
+        path: PathBuf,
+        error: super::onnx::OnnxError,
+    },
 }

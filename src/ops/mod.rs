@@ -12,13 +12,16 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
 pub mod error;
+pub mod fake_quant;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
+pub mod mul;
 pub mod par;
 pub mod pool;
 pub mod reshape;
 pub mod scratch;
+pub mod softmax;
 
 #[cfg(test)]
 pub mod gradcheck;
@@ -32,8 +35,10 @@ pub use batchnorm::BatchNormAttrs;
 pub use conv::Conv2dAttrs;
 pub use dropout::DropoutAttrs;
 pub use error::OpError;
+pub use fake_quant::{FakeQuantAttrs, QuantGrid};
 pub use pool::PoolAttrs;
 pub use reshape::{FlattenAttrs, ReshapeAttrs};
+pub use softmax::SoftmaxAttrs;
 
 /// Whether an op runs for training (batch statistics, dropout active) or inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +70,13 @@ pub enum OpKind {
     Flatten(FlattenAttrs),
     Reshape(ReshapeAttrs),
     Dropout(DropoutAttrs),
+    /// Elementwise product with numpy broadcasting (e.g. scaling by a constant).
+    Mul,
+    /// Softmax along one axis.
+    Softmax(SoftmaxAttrs),
+    /// Quantize-dequantize (see `fake_quant`): inputs x, scale, zero_point (integer grid) or x
+    /// alone (fp16).
+    FakeQuant(FakeQuantAttrs),
     /// An operator qatlas cannot run (kept so an imported model still opens).
     Unsupported {
         op_type: String,
@@ -88,6 +100,9 @@ impl OpKind {
             OpKind::Flatten(_) => "Flatten",
             OpKind::Reshape(_) => "Reshape",
             OpKind::Dropout(_) => "Dropout",
+            OpKind::Mul => "Mul",
+            OpKind::Softmax(_) => "Softmax",
+            OpKind::FakeQuant(_) => "FakeQuant",
             OpKind::Unsupported { op_type } => op_type,
         }
     }
@@ -96,8 +111,9 @@ impl OpKind {
     pub fn arity(&self) -> (usize, usize) {
         match self {
             OpKind::Conv2d(_) | OpKind::Linear => (2, 3),
-            OpKind::MatMul | OpKind::Add => (2, 2),
+            OpKind::MatMul | OpKind::Add | OpKind::Mul => (2, 2),
             OpKind::BatchNorm2d(_) => (5, 5),
+            OpKind::FakeQuant(a) => (a.num_inputs(), a.num_inputs()),
             OpKind::Unsupported { .. } => (0, usize::MAX),
             _ => (1, 1),
         }
@@ -124,6 +140,9 @@ impl OpKind {
             OpKind::Add => add::output_shape(inputs[0], inputs[1]),
             OpKind::Flatten(a) => reshape::flatten_shape(a, inputs[0]),
             OpKind::Reshape(a) => reshape::reshape_shape(a, inputs[0]),
+            OpKind::Mul => mul::output_shape(inputs[0], inputs[1]),
+            OpKind::Softmax(a) => softmax::output_shape(a, inputs[0]),
+            OpKind::FakeQuant(a) => fake_quant::output_shape(a, inputs),
             OpKind::Unsupported { op_type } => Err(OpError::Unsupported {
                 op_type: op_type.clone(),
             }),
@@ -148,6 +167,9 @@ impl OpKind {
             OpKind::Flatten(a) => Forward::plain(reshape::flatten(a, inputs[0])?),
             OpKind::Reshape(a) => Forward::plain(reshape::reshape(a, inputs[0])?),
             OpKind::Dropout(a) => dropout::forward(a, inputs[0], ctx),
+            OpKind::Mul => Forward::plain(mul::forward(inputs[0], inputs[1])),
+            OpKind::Softmax(a) => Forward::plain(softmax::forward(a, inputs[0])),
+            OpKind::FakeQuant(a) => Forward::plain(fake_quant::forward(a, inputs)),
             OpKind::Unsupported { op_type } => {
                 return Err(OpError::Unsupported {
                     op_type: op_type.clone(),
@@ -188,6 +210,9 @@ impl OpKind {
                 vec![Some(reshape::reshape_back(grad_out, inputs[0].shape()))]
             }
             OpKind::Dropout(_) => vec![Some(dropout::backward(saved, grad_out))],
+            OpKind::Mul => mul::backward(inputs[0], inputs[1], grad_out, need),
+            OpKind::Softmax(a) => vec![Some(softmax::backward(a, output, grad_out))],
+            OpKind::FakeQuant(a) => fake_quant::backward(a, inputs, grad_out, need),
             OpKind::Unsupported { op_type } => {
                 return Err(OpError::Unsupported {
                     op_type: op_type.clone(),

@@ -1,0 +1,45 @@
+//! ONNX `BatchNormalization` -> `BatchNorm2d`, kept as a node (never folded at import: QAT may
+//! train it; folding is a later, explicit step). ONNX's momentum weights the running value
+//! (`running·m + batch·(1-m)`), PyTorch's and qatlas's the batch value, so qatlas's momentum is
+//! `1 - m`.
+
+use super::super::OnnxError;
+use super::super::ctx::{NodeCtx, Out};
+use super::super::registry::Registry;
+use crate::ops::{BatchNormAttrs, OpKind};
+
+pub(super) fn register(reg: &mut Registry) {
+    reg.insert("BatchNormalization", batch_norm);
+}
+
+fn batch_norm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    // training_mode = 1 normalises with the batch's own statistics even at inference.
+    if ctx.int("training_mode", 0)? != 0 {
+        return Ok(None);
+    }
+    if ctx.num_inputs() != 5 || !(0..5).all(|i| ctx.has_input(i)) {
+        return Err(ctx.err(format!(
+            "expected 5 inputs (X, scale, B, mean, var), found {}",
+            ctx.num_inputs()
+        )));
+    }
+    let eps = ctx.float("epsilon", 1e-5)?;
+    let m = ctx.float("momentum", 0.9)?;
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(ctx.attr_err("epsilon", format!("is {eps}, expected a value >= 0")));
+    }
+    if !(0.0..=1.0).contains(&m) {
+        return Err(ctx.attr_err("momentum", format!("is {m}, expected a value in [0, 1]")));
+    }
+    let x = ctx.input_value(0, false)?;
+    let gamma = ctx.input_value(1, true)?;
+    let beta = ctx.input_value(2, true)?;
+    let mean = ctx.input_value(3, false)?;
+    let var = ctx.input_value(4, false)?;
+    let attrs = BatchNormAttrs {
+        eps,
+        momentum: 1.0 - m,
+    };
+    let y = ctx.emit(OpKind::BatchNorm2d(attrs), &[x, gamma, beta, mean, var])?;
+    Ok(Some(Out::Value(y)))
+}

@@ -1,0 +1,196 @@
+//! Portable references: generic tile kernels over both packed formats (the reference of every
+//! SIMD micro-kernel, compared on identical packed inputs), the portable path's own kernel, and
+//! naive unpacked GEMMs (the reference of the whole driver).
+//!
+//! All s32 arithmetic wraps, exactly as `vpaddd`/`vpdpbusd` do, so the paths agree bit for bit
+//! even where a huge K would overflow s32 (beyond K = 65,793 for full-range operands).
+
+use super::dispatch::{KernelPath, MmmKernel, PackFormat};
+
+/// The portable path's micro-kernel (format K2I16).
+pub static PORTABLE_MMM_U8S8I32_4X16: MmmKernel = MmmKernel {
+    name: "portable_mmm_u8s8i32_4x16",
+    path: KernelPath::Portable,
+    mr: 4,
+    nr: 16,
+    format: PackFormat::K2I16,
+    peak_ops_per_cycle: 0.0,
+    tile: portable_tile_4x16,
+};
+
+/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
+unsafe fn portable_tile_4x16(
+    groups: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the raw contract guarantees these extents are readable / writable and disjoint.
+    let (a, b, c) = unsafe {
+        (
+            std::slice::from_raw_parts(a, 3 * lda + groups * 4),
+            std::slice::from_raw_parts(b, groups * 16 * 4),
+            std::slice::from_raw_parts_mut(c, 3 * ldc + 16),
+        )
+    };
+    tile_reference::<4, 16>(PackFormat::K2I16, groups, a, lda, b, c, ldc, accumulate);
+}
+
+/// Portable twin of `avxvnni_mmm_u8s8i32_6x16` (same K4I8 format and 6x16 tile). Not a
+/// selectable path: it lets the VNNI packing layout and driver paths run, and be tested, on
+/// CPUs without VNNI, leaving only the VNNI micro-kernel bodies unexecuted there.
+pub static PORTABLE_K4I8_MMM_U8S8I32_6X16: MmmKernel = MmmKernel {
+    name: "portable_k4i8_mmm_u8s8i32_6x16",
+    path: KernelPath::Portable,
+    mr: 6,
+    nr: 16,
+    format: PackFormat::K4I8,
+    peak_ops_per_cycle: 0.0,
+    tile: portable_k4i8_tile_6x16,
+};
+
+/// Portable twin of `avx512vnni_mmm_u8s8i32_8x32` (K4I8, 8x32); see above.
+pub static PORTABLE_K4I8_MMM_U8S8I32_8X32: MmmKernel = MmmKernel {
+    name: "portable_k4i8_mmm_u8s8i32_8x32",
+    path: KernelPath::Portable,
+    mr: 8,
+    nr: 32,
+    format: PackFormat::K4I8,
+    peak_ops_per_cycle: 0.0,
+    tile: portable_k4i8_tile_8x32,
+};
+
+/// The portable twins of the VNNI kernels.
+pub fn vnni_format_twins() -> [&'static MmmKernel; 2] {
+    [
+        &PORTABLE_K4I8_MMM_U8S8I32_6X16,
+        &PORTABLE_K4I8_MMM_U8S8I32_8X32,
+    ]
+}
+
+/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
+unsafe fn portable_k4i8_tile_6x16(
+    groups: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the raw contract guarantees these extents are readable / writable and disjoint.
+    let (a, b, c) = unsafe {
+        (
+            std::slice::from_raw_parts(a, 5 * lda + groups * 4),
+            std::slice::from_raw_parts(b, groups * 16 * 4),
+            std::slice::from_raw_parts_mut(c, 5 * ldc + 16),
+        )
+    };
+    tile_reference::<6, 16>(PackFormat::K4I8, groups, a, lda, b, c, ldc, accumulate);
+}
+
+/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
+unsafe fn portable_k4i8_tile_8x32(
+    groups: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the raw contract guarantees these extents are readable / writable and disjoint.
+    let (a, b, c) = unsafe {
+        (
+            std::slice::from_raw_parts(a, 7 * lda + groups * 4),
+            std::slice::from_raw_parts(b, groups * 32 * 4),
+            std::slice::from_raw_parts_mut(c, 7 * ldc + 32),
+        )
+    };
+    tile_reference::<8, 32>(PackFormat::K4I8, groups, a, lda, b, c, ldc, accumulate);
+}
+
+#[inline]
+fn i16_at(s: &[u8], i: usize) -> i32 {
+    i16::from_le_bytes([s[i], s[i + 1]]) as i32
+}
+
+/// One `MR x NR` tile from packed panels, in plain Rust: the reference for every micro-kernel
+/// (same arguments as [`MmmKernel::run_tile`]).
+#[allow(clippy::too_many_arguments)]
+pub fn tile_reference<const MR: usize, const NR: usize>(
+    format: PackFormat,
+    groups: usize,
+    a: &[u8],
+    lda: usize,
+    b: &[u8],
+    c: &mut [i32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0i32; NR]; MR];
+    for g in 0..groups {
+        let bg = &b[g * NR * 4..(g + 1) * NR * 4];
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let ag = &a[r * lda + g * 4..r * lda + g * 4 + 4];
+            for (j, acc_rj) in acc_r.iter_mut().enumerate() {
+                let bj = &bg[j * 4..j * 4 + 4];
+                let dot = match format {
+                    // vpmaddwd: two s16 x s16 products, summed with wrap-around.
+                    PackFormat::K2I16 => {
+                        (i16_at(ag, 0) * i16_at(bj, 0)).wrapping_add(i16_at(ag, 2) * i16_at(bj, 2))
+                    }
+                    // vpdpbusd: four u8 x s8 products (the sum cannot overflow).
+                    PackFormat::K4I8 => (0..4).map(|t| ag[t] as i32 * bj[t] as i8 as i32).sum(),
+                };
+                *acc_rj = acc_rj.wrapping_add(dot);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, &v) in acc_r.iter().enumerate() {
+            let d = &mut c[r * ldc + j];
+            *d = if accumulate { d.wrapping_add(v) } else { v };
+        }
+    }
+}
+
+/// `C = A · B` with A `m x k` row-major u8 and B `k x n` row-major s8, naively, wrapping s32.
+pub fn gemm_reference(a: &[u8], b: &[i8], m: usize, k: usize, n: usize) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let x = a[i * k + p] as i32;
+            for j in 0..n {
+                c[i * n + j] = c[i * n + j].wrapping_add(x * b[p * n + j] as i32);
+            }
+        }
+    }
+    c
+}
+
+/// `C = (A - a_zp) · (B - b_zp[j])`, naively, wrapping s32 (`b_zp` has one value per column).
+pub fn gemm_zp_reference(
+    a: &[u8],
+    b: &[i8],
+    m: usize,
+    k: usize,
+    n: usize,
+    a_zp: i32,
+    b_zp: &[i32],
+) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let x = a[i * k + p] as i32 - a_zp;
+            for j in 0..n {
+                let w = (b[p * n + j] as i32).wrapping_sub(b_zp[j]);
+                c[i * n + j] = c[i * n + j].wrapping_add(x.wrapping_mul(w));
+            }
+        }
+    }
+    c
+}

@@ -1,0 +1,431 @@
+//! Fake quantization (quantize then dequantize, in float) for quantization-aware simulation.
+//!
+//! Integer grid, inputs `[x, scale, zero_point]` (per tensor: one value each; per channel: one per
+//! index of `axis`). The arithmetic is PyTorch's `fake_quantize_per_{tensor,channel}_affine`:
+//!
+//! ```text
+//! inv = 1 / scale                                   (f32)
+//! q   = round_half_even(x · inv) + zero_point       (the one rounding mode of qatlas)
+//! y   = (clamp(q, qmin, qmax) − zero_point) · scale
+//! ```
+//!
+//! Round-half-to-even is what PyTorch's `std::nearbyint` does in the default floating-point
+//! environment; the integer runtime must quantize with exactly this formula (`x · (1/scale)`, not
+//! `x / scale`: the two differ in the last bit) to match the simulation bit for bit. The zero
+//! point is rounded (half to even) and clamped to the grid, the scale taken as
+//! `max(|scale|, f32::EPSILON)`, so learned parameters can never leave the valid domain.
+//!
+//! Half-precision grid, input `[x]`: `y = f32(f16(x))`, round to nearest even.
+//!
+//! Backward is the straight-through estimator: `dx = dy` where the unclamped `q` lies inside
+//! `[qmin, qmax]` (for fp16: where the value does not overflow), else 0. When the scale or the
+//! zero point are trainable (LSQ, issue 5) their gradients follow PyTorch's
+//! `_fake_quantize_learnable_per_*_affine` with LSQ's gradient scaling
+//! `g = 1 / sqrt(numel(x) · qmax)`: for the scale, `(y − x) / scale` inside the range,
+//! `qmin − zp` below, `qmax − zp` above; for the zero point, `−scale` outside, 0 inside.
+//! Depends on `tensor` only.
+
+use super::par::PAR_MIN;
+use super::{OpError, error::invalid};
+use crate::tensor::{Tensor, from_vec, slice};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The grid values are snapped to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuantGrid {
+    /// Integers `qmin..=qmax` with a scale and zero point (inputs `[x, scale, zero_point]`).
+    Int { qmin: i32, qmax: i32 },
+    /// IEEE 754 half precision (input `[x]`).
+    Fp16,
+}
+
+/// Attributes of a fake quantizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FakeQuantAttrs {
+    pub grid: QuantGrid,
+    /// Axis of per-channel scales and zero points; `None` for one scale for the whole tensor.
+    pub axis: Option<usize>,
+}
+
+impl FakeQuantAttrs {
+    /// Number of inputs the op takes.
+    pub fn num_inputs(&self) -> usize {
+        match self.grid {
+            QuantGrid::Int { .. } => 3,
+            QuantGrid::Fp16 => 1,
+        }
+    }
+}
+
+/// The scale actually used for a stored scale parameter.
+pub fn effective_scale(s: f32) -> f32 {
+    s.abs().max(f32::EPSILON)
+}
+
+/// The zero point actually used for a stored (float) zero-point parameter.
+pub fn effective_zero_point(z: f32, qmin: i32, qmax: i32) -> f32 {
+    z.round_ties_even().clamp(qmin as f32, qmax as f32)
+}
+
+/// 1.5 · 2^23: adding and subtracting it rounds an f32 of magnitude at most 2^22 to an integer,
+/// ties to even (IEEE default rounding), without a libm call on CPUs lacking SSE4.1.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+/// 2^22, the largest magnitude [`round_half_even`] rounds exactly; larger inputs are first
+/// clamped to it, which no grid (at most 16 bits) can tell apart.
+const ROUND_LIMIT: f32 = 4_194_304.0;
+
+/// Round half to even: equals `f32::round_ties_even` for `|v| <= 2^22` except that it never
+/// returns −0, and saturates at ±2^22 beyond. NaN stays NaN.
+#[inline]
+pub fn round_half_even(v: f32) -> f32 {
+    (v.clamp(-ROUND_LIMIT, ROUND_LIMIT) + ROUND_MAGIC) - ROUND_MAGIC
+}
+
+/// The unclamped quantized value `round_half_even(x · inv_scale) + zp`, as an exact f32 integer.
+#[inline]
+pub fn quantize_unclamped(x: f32, inv_scale: f32, zp: f32) -> f32 {
+    round_half_even(x * inv_scale) + zp
+}
+
+/// One fake-quantized value (see the module doc for the formula).
+#[inline]
+pub fn fake_quant_value(x: f32, scale: f32, inv_scale: f32, zp: f32, qmin: f32, qmax: f32) -> f32 {
+    (quantize_unclamped(x, inv_scale, zp).clamp(qmin, qmax) - zp) * scale
+}
+
+/// `f32(f16(x))`, round to nearest even.
+#[inline]
+pub fn fp16_value(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Shape rule.
+pub fn output_shape(a: &FakeQuantAttrs, inputs: &[&[usize]]) -> Result<Vec<usize>, OpError> {
+    let x = inputs[0];
+    if inputs.len() != a.num_inputs() {
+        return Err(OpError::Arity {
+            op: "FakeQuant".into(),
+            expected: a.num_inputs(),
+            found: inputs.len(),
+        });
+    }
+    if let QuantGrid::Int { qmin, qmax } = a.grid {
+        if qmin >= qmax {
+            return Err(invalid(
+                "FakeQuant",
+                format!("empty grid {qmin}..={qmax}"),
+            ));
+        }
+        let c = match a.axis {
+            Some(ax) if ax >= x.len() => {
+                return Err(invalid(
+                    "FakeQuant",
+                    format!("channel axis {ax} out of range for shape {x:?}"),
+                ));
+            }
+            Some(ax) => x[ax],
+            None => 1,
+        };
+        for (i, what) in [(1, "scale"), (2, "zero point")] {
+            let n: usize = inputs[i].iter().product();
+            if n != c || inputs[i].len() > 1 {
+                return Err(OpError::Shape {
+                    op: "FakeQuant".into(),
+                    what: what.into(),
+                    expected: vec![c],
+                    found: inputs[i].to_vec(),
+                });
+            }
+        }
+    }
+    Ok(x.to_vec())
+}
+
+/// `(outer, channels, inner)` of x for the per-channel axis.
+fn layout(shape: &[usize], axis: Option<usize>) -> (usize, usize, usize) {
+    match axis {
+        Some(ax) => (
+            shape[..ax].iter().product(),
+            shape[ax],
+            shape[ax + 1..].iter().product(),
+        ),
+        None => (1, 1, shape.iter().product()),
+    }
+}
+
+/// Per-channel `(scale, 1/scale, zero point)` from the op's inputs.
+fn channel_params(inputs: &[&Tensor], qmin: i32, qmax: i32) -> Vec<(f32, f32, f32)> {
+    slice(inputs[1])
+        .iter()
+        .zip(slice(inputs[2]))
+        .map(|(&s, &z)| {
+            let s = effective_scale(s);
+            (s, 1.0 / s, effective_zero_point(z, qmin, qmax))
+        })
+        .collect()
+}
+
+/// Elements per parallel task of a per-tensor map.
+const CHUNK: usize = 1 << 14;
+
+/// Calls `f(channel, a_part, b_part, out_part)` over two same-shaped inputs and the output,
+/// split into pieces that each lie in one channel; in parallel for large tensors. Elementwise
+/// work only, so the split does not change any result.
+fn for_channels(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    shape: &[usize],
+    axis: Option<usize>,
+    f: impl Fn(usize, &[f32], &[f32], &mut [f32]) + Sync + Send,
+) {
+    let (_, c, inner) = layout(shape, axis);
+    let piece = if c == 1 { CHUNK } else { inner.max(1) };
+    let ch = |i: usize| if c == 1 { 0 } else { i % c };
+    if a.len() >= PAR_MIN {
+        out.par_chunks_mut(piece)
+            .zip(a.par_chunks(piece).zip(b.par_chunks(piece)))
+            .enumerate()
+            .with_min_len((CHUNK / piece).max(1))
+            .for_each(|(i, (oc, (ac, bc)))| f(ch(i), ac, bc, oc));
+    } else {
+        out.chunks_mut(piece)
+            .zip(a.chunks(piece).zip(b.chunks(piece)))
+            .enumerate()
+            .for_each(|(i, (oc, (ac, bc)))| f(ch(i), ac, bc, oc));
+    }
+}
+
+/// Forward pass.
+pub fn forward(a: &FakeQuantAttrs, inputs: &[&Tensor]) -> Tensor {
+    let x = inputs[0];
+    let xs = slice(x);
+    let mut y = vec![0.0f32; xs.len()];
+    match a.grid {
+        QuantGrid::Fp16 => for_channels(xs, xs, &mut y, x.shape(), None, |_, xc, _, yc| {
+            yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = fp16_value(v));
+        }),
+        QuantGrid::Int { qmin, qmax } => {
+            let p = channel_params(inputs, qmin, qmax);
+            let (lo, hi) = (qmin as f32, qmax as f32);
+            for_channels(xs, xs, &mut y, x.shape(), a.axis, |ch, xc, _, yc| {
+                let (s, inv, z) = p[ch];
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = fake_quant_value(v, s, inv, z, lo, hi);
+                }
+            });
+        }
+    }
+    from_vec(x.shape(), y)
+}
+
+/// Backward pass: STE for x; LSQ gradients for scale and zero point where requested.
+pub fn backward(
+    a: &FakeQuantAttrs,
+    inputs: &[&Tensor],
+    dy: &Tensor,
+    need: &[bool],
+) -> Vec<Option<Tensor>> {
+    let x = inputs[0];
+    let (qmin, qmax) = match a.grid {
+        QuantGrid::Fp16 => {
+            let max = half::f16::MAX.to_f32();
+            let dx = ndarray::Zip::from(x)
+                .and(dy)
+                .map_collect(|&v, &g| if fp16_value(v).abs() <= max { g } else { 0.0 });
+            return vec![Some(dx)];
+        }
+        QuantGrid::Int { qmin, qmax } => (qmin, qmax),
+    };
+    let p = channel_params(inputs, qmin, qmax);
+    let (lo, hi) = (qmin as f32, qmax as f32);
+    let dx = need[0].then(|| {
+        let mut d = vec![0.0f32; x.len()];
+        for_channels(slice(x), slice(dy), &mut d, x.shape(), a.axis, |ch, xc, gc, dc| {
+            let (_, inv, z) = p[ch];
+            for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                let q = quantize_unclamped(v, inv, z);
+                *o = if q >= lo && q <= hi { g } else { 0.0 };
+            }
+        });
+        from_vec(x.shape(), d)
+    });
+    let (want_s, want_z) = (need.get(1) == Some(&true), need.get(2) == Some(&true));
+    let (mut ds, mut dz) = (None, None);
+    if want_s || want_z {
+        let (_, c, inner) = layout(x.shape(), a.axis);
+        let inner = inner.max(1);
+        let g = 1.0 / ((x.len() as f64) * f64::from(qmax.max(1))).sqrt();
+        let (mut gs, mut gz) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for (k, (&v, &d)) in slice(x).iter().zip(slice(dy)).enumerate() {
+            let ch = (k / inner) % c;
+            let (s, inv, z) = p[ch];
+            let q = quantize_unclamped(v, inv, z);
+            let (dsv, dzv) = if q < lo {
+                (lo - z, -s)
+            } else if q > hi {
+                (hi - z, -s)
+            } else {
+                ((fake_quant_value(v, s, inv, z, lo, hi) - v) * inv, 0.0)
+            };
+            gs[ch] += f64::from(d * dsv);
+            gz[ch] += f64::from(d * dzv);
+        }
+        let shape = |t: &Tensor| t.shape().to_vec();
+        let pack = |v: Vec<f64>, like: &Tensor| {
+            from_vec(&shape(like), v.into_iter().map(|e| (e * g) as f32).collect())
+        };
+        ds = want_s.then(|| pack(gs, inputs[1]));
+        dz = want_z.then(|| pack(gz, inputs[2]));
+    }
+    vec![dx, ds, dz]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{FwdCtx, Mode, OpKind, Saved};
+    use rand::SeedableRng;
+
+    fn int(qmin: i32, qmax: i32, axis: Option<usize>) -> FakeQuantAttrs {
+        FakeQuantAttrs {
+            grid: QuantGrid::Int { qmin, qmax },
+            axis,
+        }
+    }
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        from_vec(shape, v.to_vec())
+    }
+
+    fn run(a: &FakeQuantAttrs, ins: &[Tensor]) -> Tensor {
+        let refs: Vec<&Tensor> = ins.iter().collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut ctx = FwdCtx {
+            mode: Mode::Eval,
+            need_backward: false,
+            rng: &mut rng,
+        };
+        OpKind::FakeQuant(a.clone())
+            .forward(&refs, &mut ctx)
+            .unwrap()
+            .output
+    }
+
+    /// Scale 0.5, zero point 3 on u4 (0..15): hand-computed values incl. ties to even and clamps.
+    #[test]
+    fn int_grid_rounds_half_to_even_and_clamps() {
+        let x = t(&[8], &[0.25, 0.75, -1.25, 1.0, -2.0, 6.1, 100.0, -0.26]);
+        let y = run(&int(0, 15, None), &[x, t(&[1], &[0.5]), t(&[1], &[3.0])]);
+        // x/s: 0.5 -> 0 (even), 1.5 -> 2, -2.5 -> -2, 2, -4 -> q=-1 clamps to 0 => -1.5,
+        // 12.2 -> 12 => q 15 => 6.0, 200 clamps => 6.0, -0.52 -> -1.
+        assert_eq!(
+            y.as_slice().unwrap(),
+            &[0.0, 1.0, -1.0, 1.0, -1.5, 6.0, 6.0, -0.5]
+        );
+    }
+
+    #[test]
+    fn per_channel_uses_each_channels_scale() {
+        // [2 channels (axis 1), 2 elements each], symmetric int4 -8..7.
+        let x = t(&[1, 2, 2], &[1.0, -9.0, 1.0, 0.3]);
+        let y = run(
+            &int(-8, 7, Some(1)),
+            &[x, t(&[2], &[1.0, 0.25]), t(&[2], &[0.0, 0.0])],
+        );
+        // ch0: 1 -> 1, -9 -> -8; ch1: 1/0.25 = 4 -> 1.0, 0.3/0.25 = 1.2 -> 1 => 0.25.
+        assert_eq!(y.as_slice().unwrap(), &[1.0, -8.0, 1.0, 0.25]);
+    }
+
+    #[test]
+    fn fp16_rounds_through_half() {
+        let x = t(&[3], &[1.0 + 1.0 / 4096.0, 65520.0, 0.1]);
+        let y = run(
+            &FakeQuantAttrs {
+                grid: QuantGrid::Fp16,
+                axis: None,
+            },
+            &[x],
+        );
+        // 1 + 2^-12 is a tie between 1 and 1 + 2^-10: even mantissa -> 1.0; 65520 overflows.
+        assert_eq!(y[0], 1.0);
+        assert!(y[1].is_infinite());
+        assert_eq!(y[2], half::f16::from_f32(0.1).to_f32());
+    }
+
+    /// STE: gradient passes exactly where the rounded value lies on the grid.
+    #[test]
+    fn ste_mask_and_lsq_gradients() {
+        let a = int(0, 15, None);
+        let x = t(&[4], &[1.0, -1.8, 7.6, 7.74]);
+        let (s, z) = (t(&[1], &[0.5]), t(&[1], &[3.0]));
+        let dy = t(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        let g = OpKind::FakeQuant(a.clone())
+            .backward(
+                &[&x, &s, &z],
+                &x,
+                &Saved::None,
+                &dy,
+                &[true, true, true],
+            )
+            .unwrap();
+        // q = round(2x) + 3: 5 (inside), -4 + 3 = -1 (below), 15 + 3 = 18 twice (above).
+        assert_eq!(g[0].as_ref().unwrap().as_slice().unwrap(), &[1.0, 0.0, 0.0, 0.0]);
+        // dscale: in: (1.0 - 1.0)/0.5 = 0; below: 0-3 = -3 (x2); above: 15-3 = 12 (x3, x4).
+        let gf = 1.0 / (4.0f64 * 15.0).sqrt();
+        let want_s = ((-3.0 * 2.0 + 12.0 * 3.0 + 12.0 * 4.0) * gf) as f32;
+        assert!((g[1].as_ref().unwrap()[0] - want_s).abs() < 1e-6);
+        // dzp: -scale outside: -(2+3+4)*0.5.
+        let want_z = (-(2.0 + 3.0 + 4.0) * 0.5 * gf) as f32;
+        assert!((g[2].as_ref().unwrap()[0] - want_z).abs() < 1e-6);
+    }
+
+    /// Inside the range the LSQ scale gradient is round(x/s) - x/s (times the gradient scale).
+    #[test]
+    fn lsq_scale_gradient_inside_range() {
+        let a = int(-8, 7, None);
+        let x = t(&[1], &[1.3]);
+        let (s, z) = (t(&[1], &[1.0]), t(&[1], &[0.0]));
+        let g = backward(&a, &[&x, &s, &z], &t(&[1], &[1.0]), &[false, true, false]);
+        let want = (1.0 - 1.3) / (7.0f32).sqrt();
+        assert!((g[1].as_ref().unwrap()[0] - want).abs() < 1e-6);
+        assert!(g[0].is_none() && g[2].is_none());
+    }
+
+    #[test]
+    fn large_tensors_match_the_serial_path() {
+        let n = PAR_MIN * 2 + 7;
+        let xs: Vec<f32> = (0..n).map(|i| ((i * 37) % 1000) as f32 / 100.0 - 5.0).collect();
+        let a = int(0, 255, Some(1));
+        let x = t(&[1, 7, n / 7], &xs[..n / 7 * 7]);
+        let sc = t(&[7], &[0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07]);
+        let zp = t(&[7], &[0.0, 10.0, 20.0, 128.0, 100.0, 3.0, 255.0]);
+        let y = run(&a, &[x.clone(), sc.clone(), zp.clone()]);
+        let inner = n / 7;
+        for (k, (&v, &yv)) in x.iter().zip(y.iter()).enumerate() {
+            let ch = k / inner;
+            let (s, z) = (sc[ch], zp[ch]);
+            assert_eq!(yv, fake_quant_value(v, s, 1.0 / s, z, 0.0, 255.0));
+        }
+    }
+
+    #[test]
+    fn fast_rounding_equals_round_ties_even() {
+        let mut v = vec![0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 4194303.5, -4194303.5, 1e-8, 0.49999997];
+        v.extend((0..100_000).map(|i| (i as f32 - 50_000.0) * 0.25 + (i % 7) as f32 * 1e-3));
+        for x in v {
+            assert_eq!(round_half_even(x), x.round_ties_even() + 0.0, "{x}");
+        }
+        assert_eq!(round_half_even(1e30), 4194304.0);
+        assert!(round_half_even(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn shape_rule_rejects_wrong_parameter_shapes() {
+        let a = int(-128, 127, Some(0));
+        assert!(output_shape(&a, &[&[4, 3], &[4], &[4]]).is_ok());
+        assert!(output_shape(&a, &[&[4, 3], &[3], &[3]]).is_err());
+        assert!(output_shape(&int(5, 5, None), &[&[4], &[1], &[1]]).is_err());
+    }
+}

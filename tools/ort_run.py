@@ -1,0 +1,49 @@
+"""ONNX Runtime and onnx.checker for qatlas's parity tests (tests/onnx_parity.rs).
+
+    python tools/ort_run.py run MODEL.onnx INPUT.npy OUTPUT.npy
+        Runs MODEL on CPU with INPUT (float32) as its only input and writes its first output.
+    python tools/ort_run.py check MODEL.onnx
+        onnx.checker.check_model(full_check=True); exit status 1 with the reason on failure.
+
+Needs numpy, onnx and onnxruntime (`.ci/run` installs them into .venv).
+"""
+
+import sys
+
+import numpy as np
+
+
+def run(model, inp, out):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    x = np.load(inp).astype(np.float32)
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.save(out, np.ascontiguousarray(y, dtype=np.float32))
+
+
+def check(model):
+    import onnx
+
+    onnx.checker.check_model(onnx.load(model), full_check=True)
+
+
+def main(argv):
+    if len(argv) == 5 and argv[1] == "run":
+        run(argv[2], argv[3], argv[4])
+    elif len(argv) == 3 and argv[1] == "check":
+        try:
+            check(argv[2])
+        except Exception as e:  # noqa: BLE001 - report any checker failure to the caller
+            print(f"onnx.checker rejected {argv[2]}: {e}", file=sys.stderr)
+            return 1
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
