@@ -78,7 +78,9 @@ fn f32_to_f16_sweep_and_edges() {
 #[test]
 fn tails_shorter_than_a_vector() {
     for len in [0usize, 1, 7, 9, 13] {
-        let src: Vec<f16> = (0..len).map(|i| f16::from_f32(i as f32 * -1.25 + 0.1)).collect();
+        let src: Vec<f16> = (0..len)
+            .map(|i| f16::from_f32(i as f32 * -1.25 + 0.1))
+            .collect();
         let mut out = vec![0f32; len];
         f16_to_f32(&src, &mut out);
         let back: Vec<f32> = src.iter().map(|h| h.to_f32()).collect();

@@ -15,11 +15,11 @@ use rand_chacha::ChaCha8Rng;
 fn kernels() -> Vec<&'static MmmKernel> {
     let mut v: Vec<_> = KernelPath::ALL
         .into_iter()
-        .filter_map(|p| match p.kernel() {
-            Ok(k) => Some(k),
+        .flat_map(|p| match p.kernels() {
+            Ok(k) => k,
             Err(e) => {
                 eprintln!("SKIPPED (not executed on this CPU): {e}");
-                None
+                vec![]
             }
         })
         .collect();
@@ -32,6 +32,15 @@ fn rand_u8(r: &mut ChaCha8Rng, n: usize) -> Vec<u8> {
 }
 fn rand_i8(r: &mut ChaCha8Rng, n: usize) -> Vec<i8> {
     (0..n).map(|_| r.random()).collect()
+}
+
+/// Random weights within the range `k` is exact for (every s8 for the general kernels).
+fn rand_weights(k: &MmmKernel, r: &mut ChaCha8Rng, n: usize) -> Vec<i8> {
+    if k.b_abs_max >= 128 {
+        return rand_i8(r, n);
+    }
+    let m = k.b_abs_max as i32;
+    (0..n).map(|_| r.random_range(-m..=m) as i8).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -64,10 +73,21 @@ fn micro_kernels_match_reference_on_arbitrary_panels() {
                 // Arbitrary bytes: for K2I16 this includes every s16, even the -32768 · -32768
                 // pair whose doubled product wraps in vpmaddwd.
                 let mut a = rand_u8(&mut r, k.mr * lda);
-                let mut b = rand_u8(&mut r, groups * k.nr * 4);
-                if groups > 0 {
+                let mut b: Vec<u8> = if k.b_abs_max >= 128 {
+                    rand_u8(&mut r, groups * k.nr * 4)
+                } else {
+                    rand_weights(k, &mut r, groups * k.nr * 4)
+                        .into_iter()
+                        .map(|x| x as u8)
+                        .collect()
+                };
+                if groups > 0 && k.b_abs_max >= 128 {
                     a[..4].copy_from_slice(&[0, 0x80, 0, 0x80]);
                     b[..4].copy_from_slice(&[0, 0x80, 0, 0x80]);
+                } else if groups > 0 {
+                    // The restricted kernels' worst case: 255 x -max in every lane.
+                    a.fill(255);
+                    b.fill((-(k.b_abs_max as i32)) as i8 as u8);
                 }
                 let c0: Vec<i32> = (0..k.mr * ldc).map(|_| r.random()).collect();
                 let (mut got, mut want) = (c0.clone(), c0.clone());
@@ -82,7 +102,7 @@ fn micro_kernels_match_reference_on_arbitrary_panels() {
 fn check_gemm(k: &'static MmmKernel, m: usize, kk: usize, n: usize, seed: u64, par: Parallelism) {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     let a = rand_u8(&mut r, m * kk);
-    let b = rand_i8(&mut r, kk * n);
+    let b = rand_weights(k, &mut r, kk * n);
     let pb = PackedB::pack(k, Weights::S8(&b), kk, n, BLayout::KxN).unwrap();
     let mut c = vec![7i32; m * n];
     gemm_u8s8_i32(&a, m, &pb, &mut c, par).unwrap();
@@ -136,7 +156,12 @@ fn gemm_large_parallel_shapes_all_paths() {
 fn extreme_operands_that_saturate_vpmaddubsw_stay_exact() {
     // 255 · -128 · 2 = -65,280 per pair would saturate an s16 sum; K = 4096 sums to -133,693,440.
     for k in kernels() {
-        for (av, bv) in [(255u8, -128i8), (255, 127), (0, -128)] {
+        let lim = k.b_abs_max.min(127) as i8;
+        for (av, bv) in [
+            (255u8, -lim - (k.b_abs_max >= 128) as i8),
+            (255, lim),
+            (0, -lim),
+        ] {
             let (m, kk, n) = (7, 4096, 18);
             let a = vec![av; m * kk];
             let b = vec![bv; kk * n];
@@ -209,7 +234,7 @@ fn check_requant<T: QuantOutput + PartialEq + std::fmt::Debug>(
 ) {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     let a = rand_u8(&mut r, m * kk);
-    let b = rand_i8(&mut r, kk * n);
+    let b = rand_weights(k, &mut r, kk * n);
     let za: u8 = r.random();
     let zb: Vec<i32> = if seed.is_multiple_of(2) {
         vec![0; n]
@@ -275,6 +300,10 @@ fn int4_weights_and_nxk_layout_match_s8() {
     let mut r = ChaCha8Rng::seed_from_u64(9);
     for k in kernels() {
         for kind in [Int4Kind::S4, Int4Kind::U4] {
+            let (lo, hi) = kind.range();
+            if lo.unsigned_abs().max(hi.unsigned_abs()) > k.b_abs_max {
+                continue;
+            }
             for &(m, kk, n) in &[(5usize, 7usize, 3usize), (13, 300, 29), (1, 1, 1)] {
                 let (lo, hi) = kind.range();
                 let vals: Vec<i8> = (0..kk * n).map(|_| r.random_range(lo..=hi)).collect();
@@ -398,5 +427,30 @@ fn forced_unavailable_path_is_a_clear_error() {
             assert!(msg.contains("lacks"), "{msg}");
             eprintln!("forcing {}: {msg}", p.name());
         }
+    }
+}
+
+#[test]
+fn weight_range_selects_restricted_kernels_and_rejects_misuse() {
+    for path in KernelPath::ALL {
+        let Ok(ks) = path.kernels() else { continue };
+        // Full-range s8 weights always get the general kernel.
+        assert_eq!(path.kernel_for_weights(128).unwrap().name, ks[0].name);
+        for k in &ks[1..] {
+            let picked = path.kernel_for_weights(k.b_abs_max as u32).unwrap();
+            assert!(picked.b_abs_max <= k.b_abs_max, "{}", picked.name);
+            let too_big = vec![k.b_abs_max as i8 + 1; 4];
+            assert!(matches!(
+                PackedB::pack(k, Weights::S8(&too_big), 2, 2, BLayout::KxN),
+                Err(Int8Error::WeightRange { .. })
+            ));
+        }
+        eprintln!(
+            "{}: int4 S4 -> {}, U4 -> {}, s8 -> {}",
+            path.name(),
+            path.kernel_for_weights(8).unwrap().name,
+            path.kernel_for_weights(15).unwrap().name,
+            path.kernel_for_weights(127).unwrap().name
+        );
     }
 }

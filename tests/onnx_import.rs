@@ -217,7 +217,7 @@ fn import_error(m: &ModelProto, needles: &[&str]) -> OnnxError {
         assert!(msg.contains(n), "message lacks '{n}': {msg}");
     }
     match e {
-        IoError::Onnx { error, .. } => error,
+        IoError::Onnx { error, .. } => *error,
         other => panic!("expected an ONNX error, got {other}"),
     }
 }

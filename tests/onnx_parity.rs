@@ -15,6 +15,7 @@ use qatlas::tensor::{Tensor, from_vec};
 use qatlas::zoo::Arch;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -59,7 +60,9 @@ fn python() -> Option<PathBuf> {
     if std::env::var_os("CI").is_some() {
         panic!("{msg}");
     }
-    eprintln!("\n{}\n!!! {msg}\n{}\n", "!".repeat(100), "!".repeat(100));
+    // Straight to stderr: libtest would swallow eprintln! output of a passing test.
+    let bar = "!".repeat(100);
+    let _ = writeln!(std::io::stderr(), "\n{bar}\n!!! {msg}\n{bar}\n");
     None
 }
 

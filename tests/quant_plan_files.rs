@@ -16,9 +16,21 @@ fn bad_plan_files_are_reported_with_their_path() {
     let g = Arch::SeedCnn.build([1, 28, 28], 10, 0).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("unknown.ron", r#"(layers: [(layer: "conv7", precision: Int8)])"#, "conv7"),
-        ("precision.ron", r#"(layers: [(layer: "conv1", precision: Int9)])"#, "Int9"),
-        ("relu.ron", r#"(layers: [(layer: "relu1", precision: Int8)])"#, "not quantizable"),
+        (
+            "unknown.ron",
+            r#"(layers: [(layer: "conv7", precision: Int8)])"#,
+            "conv7",
+        ),
+        (
+            "precision.ron",
+            r#"(layers: [(layer: "conv1", precision: Int9)])"#,
+            "Int9",
+        ),
+        (
+            "relu.ron",
+            r#"(layers: [(layer: "relu1", precision: Int8)])"#,
+            "not quantizable",
+        ),
         (
             "nan.ron",
             r#"(layers: [], ranges: [(point: "input.fq", value: "input", dtype: U8,
@@ -41,7 +53,10 @@ fn bad_plan_files_are_reported_with_their_path() {
     }
     let missing = dir.path().join("missing.ron");
     let e = QuantPlan::load(&missing, None).unwrap_err().to_string();
-    assert!(e.contains("missing.ron") && e.contains("cannot read"), "{e}");
+    assert!(
+        e.contains("missing.ron") && e.contains("cannot read"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -50,17 +65,31 @@ fn ptq_command_writes_a_plan_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("plan.ron");
     let o = std::process::Command::new(exe)
-        .args(["ptq", "--calib-samples", "300", "--limit", "500", "--json", "--out"])
+        .args([
+            "ptq",
+            "--calib-samples",
+            "300",
+            "--limit",
+            "500",
+            "--json",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let (f, q) = (v["float_accuracy"].as_f64().unwrap(), v["quantized_accuracy"].as_f64().unwrap());
+    let (f, q) = (
+        v["float_accuracy"].as_f64().unwrap(),
+        v["quantized_accuracy"].as_f64().unwrap(),
+    );
     assert!(f > 0.95 && f <= 1.0 && q > 0.95 && q <= 1.0, "{v}");
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
-    assert!(layers.iter().all(|l| l["sqnr_db"].as_f64().unwrap() > 20.0), "{v}");
+    assert!(
+        layers.iter().all(|l| l["sqnr_db"].as_f64().unwrap() > 20.0),
+        "{v}"
+    );
     let g = Arch::SeedCnn.build([1, 28, 28], 10, 0).unwrap();
     let plan = QuantPlan::load(&out, Some(&g)).unwrap();
     assert_eq!(plan.layers.len(), 3);

@@ -18,20 +18,34 @@ fn assets() -> PathBuf {
 fn int8_ptq_keeps_seed_cnn_accuracy() {
     let model = load_model(&assets().join("seed_cnn_mnist.safetensors")).unwrap();
     let norm = model.meta.normalization.clone();
-    let calib = load_split(&assets().join("mnist"), Split::Train).unwrap().limit(1000);
+    let calib = load_split(&assets().join("mnist"), Split::Train)
+        .unwrap()
+        .limit(1000);
     let test = load_split(&assets().join("mnist"), Split::Test).unwrap();
     let plan = QuantPlan::default_for(&model.graph, Precision::Int8);
     let batches = Loader::new(&calib, &norm, 250, None, false).map(|(x, _)| x);
-    let out = ptq(&model.graph, &plan, batches, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let out = ptq(
+        &model.graph,
+        &plan,
+        batches,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
     let float = evaluate(&model.graph, &test, &norm, 500).unwrap().accuracy;
-    let quant = evaluate(&out.prepared.graph, &test, &norm, 500).unwrap().accuracy;
+    let quant = evaluate(&out.prepared.graph, &test, &norm, 500)
+        .unwrap()
+        .accuracy;
     eprintln!("float {float:.4} int8 {quant:.4}");
     assert!(float > 0.98, "{float}");
     assert!(quant >= float - 0.001, "int8 {quant} vs float {float}");
     // The plan with ranges rebuilds the same fake-quant model without data.
     let (_, again) = qatlas::quant::prepare_from_plan(&model.graph, &out.plan).unwrap();
     let x = Loader::new(&test, &norm, 64, None, false).next().unwrap().0;
-    assert_eq!(again.graph.infer(&x).unwrap(), out.prepared.graph.infer(&x).unwrap());
+    assert_eq!(
+        again.graph.infer(&x).unwrap(),
+        out.prepared.graph.infer(&x).unwrap()
+    );
 }
 
 /// Histogram observers keep fixed bins: observing ten times more images takes no more memory.
@@ -39,7 +53,9 @@ fn int8_ptq_keeps_seed_cnn_accuracy() {
 fn calibration_memory_does_not_grow_with_images() {
     let model = load_model(&assets().join("seed_cnn_mnist.safetensors")).unwrap();
     let norm = model.meta.normalization.clone();
-    let calib = load_split(&assets().join("mnist"), Split::Train).unwrap().limit(2560);
+    let calib = load_split(&assets().join("mnist"), Split::Train)
+        .unwrap()
+        .limit(2560);
     let plan = QuantPlan::default_for(&model.graph, Precision::Int8);
     let qp = qatlas::quant::plan_points(&model.graph, &plan).unwrap();
     let mut cal = qatlas::quant::Calibrator::new(&[&qp]);

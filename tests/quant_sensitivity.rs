@@ -23,8 +23,12 @@ fn assets() -> PathBuf {
 fn sweep_matches_separate_runs_streams_rows_and_caches() {
     let model = load_model(&assets().join("seed_cnn_mnist.safetensors")).unwrap();
     let norm = model.meta.normalization.clone();
-    let calib = load_split(&assets().join("mnist"), Split::Train).unwrap().limit(400);
-    let eval = load_split(&assets().join("mnist"), Split::Test).unwrap().limit(600);
+    let calib = load_split(&assets().join("mnist"), Split::Train)
+        .unwrap()
+        .limit(400);
+    let eval = load_split(&assets().join("mnist"), Split::Test)
+        .unwrap()
+        .limit(600);
     let plan = QuantPlan::default_for(&model.graph, Precision::Int4);
     let cfg = SweepConfig {
         mode: SweepMode::Both,
@@ -42,7 +46,10 @@ fn sweep_matches_separate_runs_streams_rows_and_caches() {
     let events = Mutex::new(Vec::new());
     let cache = SensitivityCache::default();
     let stop = AtomicBool::new(false);
-    let sweep = sensitivity(&d, &cfg, Some(&cache), &stop, &|e| events.lock().unwrap().push(e)).unwrap();
+    let sweep = sensitivity(&d, &cfg, Some(&cache), &stop, &|e| {
+        events.lock().unwrap().push(e)
+    })
+    .unwrap();
     assert!(!sweep.cached);
     let r = sweep.report.clone();
     let events = events.into_inner().unwrap();
@@ -55,14 +62,31 @@ fn sweep_matches_separate_runs_streams_rows_and_caches() {
     assert_eq!(r.float_accuracy, float);
     let separate = |p: &QuantPlan| {
         let batches = Loader::new(&calib, &norm, 200, None, false).map(|(x, _)| x);
-        let out = ptq(&model.graph, p, batches, &AtomicBool::new(false), &mut |_| {}).unwrap();
-        evaluate(&out.prepared.graph, &eval, &norm, 200).unwrap().accuracy
+        let out = ptq(
+            &model.graph,
+            p,
+            batches,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        evaluate(&out.prepared.graph, &eval, &norm, 200)
+            .unwrap()
+            .accuracy
     };
     assert_eq!(r.quantized.accuracy, separate(&plan));
     for row in &r.layers {
         let only = row.only.unwrap();
-        assert_eq!(only.accuracy, separate(&only_layer(&plan, &row.layer)), "{}", row.layer);
-        assert_eq!(row.all_but.unwrap().accuracy, separate(&all_but_layer(&plan, &row.layer)));
+        assert_eq!(
+            only.accuracy,
+            separate(&only_layer(&plan, &row.layer)),
+            "{}",
+            row.layer
+        );
+        assert_eq!(
+            row.all_but.unwrap().accuracy,
+            separate(&all_but_layer(&plan, &row.layer))
+        );
         let drop = row.only_drop_pp.unwrap();
         assert!((drop - (float - only.accuracy) * 100.0).abs() < 1e-9);
         // int4 weights alone: a clearly finite, moderate SQNR.

@@ -58,7 +58,12 @@ fn spec_of(r: &PointRange) -> QSpec {
 }
 
 /// SQNR and clipped fraction of a layer's weights under its weight point.
-fn weight_stats(w: &Tensor, grid: PointGrid, axis: Option<usize>, r: Option<&PointRange>) -> (Sqnr, Clipped) {
+fn weight_stats(
+    w: &Tensor,
+    grid: PointGrid,
+    axis: Option<usize>,
+    r: Option<&PointRange>,
+) -> (Sqnr, Clipped) {
     let (mut s, mut c) = (Sqnr::default(), Clipped::default());
     let xs = slice(w);
     match (grid, r) {
@@ -104,7 +109,10 @@ pub fn compare(
     let out_value: Vec<ValueId> = points
         .layers
         .iter()
-        .map(|l| l.activation.map_or(folded.nodes[l.node].output, |a| folded.nodes[a].output))
+        .map(|l| {
+            l.activation
+                .map_or(folded.nodes[l.node].output, |a| folded.nodes[a].output)
+        })
         .collect();
     let mut q_taps: HashMap<ValueId, Vec<usize>> = HashMap::new();
     let mut f_taps: HashMap<ValueId, Vec<usize>> = HashMap::new();
@@ -151,7 +159,12 @@ pub fn compare(
         let correct = |l: &Tensor| -> Result<usize, QuantError> {
             softmax_cross_entropy(l, &y)
                 .map(|r| r.correct)
-                .map_err(|e| QuantError::Graph(GraphError::Op { node: "loss".into(), source: e }))
+                .map_err(|e| {
+                    QuantError::Graph(GraphError::Op {
+                        node: "loss".into(),
+                        source: e,
+                    })
+                })
         };
         fc += correct(&fl)?;
         qc += correct(&ql)?;
@@ -165,7 +178,9 @@ pub fn compare(
             let node = &folded.nodes[l.node];
             let (ws, wc) = match l.weight.map(|p| &prepared.points[p]) {
                 Some(pp) => {
-                    let w = folded.param_of(pp.point.value).map(|p| &folded.params[p].tensor);
+                    let w = folded
+                        .param_of(pp.point.value)
+                        .map(|p| &folded.params[p].tensor);
                     let axis = match pp.point.kind {
                         crate::quant::points::PointKind::Weight { axis, .. } => axis,
                         _ => None,
@@ -186,7 +201,12 @@ pub fn compare(
                 },
                 sqnr_db: finite_db(sq[li].db()),
                 clipped_fraction: l.output.and_then(|p| clips[p].fraction()),
-                input_clipped_fraction: l.inputs.first().copied().flatten().and_then(|p| clips[p].fraction()),
+                input_clipped_fraction: l
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(|p| clips[p].fraction()),
                 weight_sqnr_db: finite_db(ws),
                 weight_clipped_fraction: wc,
             }

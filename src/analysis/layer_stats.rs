@@ -123,7 +123,12 @@ pub fn layer_stats(res: &PtqResult, bins: usize) -> Vec<LayerStats> {
                         dtype: crate::quant::scheme::QDtype::S8,
                         scheme: crate::quant::scheme::Scheme::Symmetric,
                     };
-                    channel_ranges(&g.params[p].tensor, axis, &crate::quant::Observer::MinMax, spec_any)
+                    channel_ranges(
+                        &g.params[p].tensor,
+                        axis,
+                        &crate::quant::Observer::MinMax,
+                        spec_any,
+                    )
                 })
                 .unwrap_or_default();
             let activation = l.output.map(|pi| {
@@ -173,9 +178,9 @@ pub fn observe_histograms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gradcheck::rand_tensor;
     use crate::quant::plan::{Precision, QuantPlan};
     use crate::quant::ptq;
-    use crate::ops::gradcheck::rand_tensor;
     use crate::zoo::Arch;
     use std::sync::atomic::AtomicBool;
 
@@ -191,7 +196,10 @@ mod tests {
         let o = w.overlay.as_ref().unwrap();
         assert_eq!(o.levels.len(), 16); // int4 weights
         assert_eq!(o.levels[0], -8.0 * o.scale);
-        assert_eq!(w.histogram.as_ref().unwrap().counts.iter().sum::<u64>(), 16 * 9);
+        assert_eq!(
+            w.histogram.as_ref().unwrap().counts.iter().sum::<u64>(),
+            16 * 9
+        );
         assert_eq!(stats[0].channel_ranges.len(), 16);
         let a = stats[0].activation.as_ref().unwrap();
         assert_eq!(a.overlay.as_ref().unwrap().levels.len(), 256); // int8 activations (W4A8)

@@ -87,7 +87,10 @@ pub struct SensitivityReport {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SensitivityEvent {
     /// The float model's accuracy and the fully quantized outcome.
-    Baseline { float_accuracy: f64, quantized: Outcome },
+    Baseline {
+        float_accuracy: f64,
+        quantized: Outcome,
+    },
     /// A layer's row as known so far (sent after each of its variants).
     Layer(LayerSensitivity),
 }
@@ -120,7 +123,12 @@ enum Variant {
 fn correct(logits: &Tensor, y: &[u32]) -> Result<usize, QuantError> {
     softmax_cross_entropy(logits, y)
         .map(|l| l.correct)
-        .map_err(|e| QuantError::Graph(GraphError::Op { node: "loss".into(), source: e }))
+        .map_err(|e| {
+            QuantError::Graph(GraphError::Op {
+                node: "loss".into(),
+                source: e,
+            })
+        })
 }
 
 /// Runs the sweep (see the module doc).
@@ -144,8 +152,14 @@ pub fn sensitivity(
             float_accuracy: report.float_accuracy,
             quantized: report.quantized,
         });
-        report.layers.iter().for_each(|l| on_event(SensitivityEvent::Layer(l.clone())));
-        return Ok(Sweep { report, cached: true });
+        report
+            .layers
+            .iter()
+            .for_each(|l| on_event(SensitivityEvent::Layer(l.clone())));
+        return Ok(Sweep {
+            report,
+            cached: true,
+        });
     }
     let start = Instant::now();
     let (folded, _) = fold_batchnorm(d.model)?;
@@ -155,10 +169,16 @@ pub fn sensitivity(
     let mut variants: Vec<(Variant, QuantPoints)> = Vec::new();
     for &li in &swept {
         if cfg.mode != SweepMode::AllBut {
-            variants.push((Variant::Only(li), plan_points(&folded, &only_layer(d.plan, &name_of(li)))?));
+            variants.push((
+                Variant::Only(li),
+                plan_points(&folded, &only_layer(d.plan, &name_of(li)))?,
+            ));
         }
         if cfg.mode != SweepMode::Only {
-            variants.push((Variant::AllBut(li), plan_points(&folded, &all_but_layer(d.plan, &name_of(li)))?));
+            variants.push((
+                Variant::AllBut(li),
+                plan_points(&folded, &all_but_layer(d.plan, &name_of(li)))?,
+            ));
         }
     }
     // One calibration pass for every variant.
@@ -173,12 +193,14 @@ pub fn sensitivity(
         cal.observe(&folded, &x)?;
     }
     let eval = d.eval.clone().limit(cfg.samples.max(1));
-    let batches: Vec<(Tensor, Vec<u32>)> = Loader::new(&eval, d.norm, cfg.batch.max(1), None, false).collect();
+    let batches: Vec<(Tensor, Vec<u32>)> =
+        Loader::new(&eval, d.norm, cfg.batch.max(1), None, false).collect();
     let images: usize = batches.iter().map(|b| b.1.len()).sum();
     // Float logits once; the float outputs of every swept layer on the first batch.
     let out_value = |li: usize| -> ValueId {
         let l = &base.layers[li];
-        l.activation.map_or(folded.nodes[l.node].output, |a| folded.nodes[a].output)
+        l.activation
+            .map_or(folded.nodes[l.node].output, |a| folded.nodes[a].output)
     };
     let want: HashMap<ValueId, usize> = swept.iter().map(|&li| (out_value(li), li)).collect();
     let mut first_float: HashMap<usize, Tensor> = HashMap::new();
@@ -195,7 +217,9 @@ pub fn sensitivity(
     }
     let float_accuracy = fc as f64 / images.max(1) as f64;
     // Evaluates one variant; `tap_layer` also measures that layer's output SQNR on batch 0.
-    let run = |qp: &QuantPoints, tap_layer: Option<usize>| -> Result<(Outcome, Option<f64>), QuantError> {
+    let run = |qp: &QuantPoints,
+               tap_layer: Option<usize>|
+     -> Result<(Outcome, Option<f64>), QuantError> {
         let ranges = cal.ranges(&folded, qp)?;
         let prepared = prepare(&folded, qp, &ranges)?;
         let (mut ok, mut sq, mut layer_sq) = (0usize, Sqnr::default(), Sqnr::default());
@@ -243,32 +267,34 @@ pub fn sensitivity(
             })
             .collect(),
     );
-    variants.par_iter().try_for_each(|(variant, qp)| -> Result<(), QuantError> {
-        let tap = match variant {
-            Variant::Only(li) => Some(*li),
-            Variant::AllBut(_) => None,
-        };
-        let (o, layer_db) = run(qp, tap)?;
-        let row = {
-            let mut rows = rows.lock().map_err(|_| QuantError::Cancelled)?;
-            let (Variant::Only(li) | Variant::AllBut(li)) = *variant;
-            let r = &mut rows[li];
-            match variant {
-                Variant::Only(_) => {
-                    r.only = Some(o);
-                    r.only_drop_pp = Some(pp(float_accuracy, o.accuracy));
-                    r.layer_sqnr_db = layer_db;
+    variants
+        .par_iter()
+        .try_for_each(|(variant, qp)| -> Result<(), QuantError> {
+            let tap = match variant {
+                Variant::Only(li) => Some(*li),
+                Variant::AllBut(_) => None,
+            };
+            let (o, layer_db) = run(qp, tap)?;
+            let row = {
+                let mut rows = rows.lock().map_err(|_| QuantError::Cancelled)?;
+                let (Variant::Only(li) | Variant::AllBut(li)) = *variant;
+                let r = &mut rows[li];
+                match variant {
+                    Variant::Only(_) => {
+                        r.only = Some(o);
+                        r.only_drop_pp = Some(pp(float_accuracy, o.accuracy));
+                        r.layer_sqnr_db = layer_db;
+                    }
+                    Variant::AllBut(_) => {
+                        r.all_but = Some(o);
+                        r.all_but_gain_pp = Some(pp(o.accuracy, quantized.accuracy));
+                    }
                 }
-                Variant::AllBut(_) => {
-                    r.all_but = Some(o);
-                    r.all_but_gain_pp = Some(pp(o.accuracy, quantized.accuracy));
-                }
-            }
-            r.clone()
-        };
-        on_event(SensitivityEvent::Layer(row));
-        Ok(())
-    })?;
+                r.clone()
+            };
+            on_event(SensitivityEvent::Layer(row));
+            Ok(())
+        })?;
     let report = Arc::new(SensitivityReport {
         float_accuracy,
         quantized,
@@ -280,5 +306,8 @@ pub fn sensitivity(
     if let Some(c) = cache {
         c.insert(key, report.clone());
     }
-    Ok(Sweep { report, cached: false })
+    Ok(Sweep {
+        report,
+        cached: false,
+    })
 }

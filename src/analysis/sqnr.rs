@@ -41,7 +41,10 @@ pub struct Clipped {
 impl Clipped {
     /// Counts the values of `xs` outside the grid of channel `scale`/`zp` (per tensor).
     pub fn add(&mut self, xs: &[f32], scale: f32, zp: i32, spec: QSpec) {
-        self.clipped += xs.iter().filter(|&&x| is_clipped(x, scale, zp, spec)).count() as u64;
+        self.clipped += xs
+            .iter()
+            .filter(|&&x| is_clipped(x, scale, zp, spec))
+            .count() as u64;
         self.total += xs.len() as u64;
     }
 

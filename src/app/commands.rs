@@ -11,7 +11,7 @@ use super::state::{
 use super::studio::StudioApp;
 use super::task::{Task, block_on};
 use crate::data::{Dataset, Normalization, Split, load_split};
-use crate::io::{Model, ModelMeta, load_model, save_model};
+use crate::io::{Model, ModelMeta, load_any, save_model};
 use crate::jobs::Job;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ impl StudioApp {
             let load = if !path.exists() {
                 ModelLoad::Missing
             } else {
-                match load_model(&path) {
+                match load_any(&path) {
                     Ok(m) => ModelLoad::Ready(ModelView::prepare(
                         id,
                         Arc::new(m),
@@ -193,7 +193,7 @@ impl StudioApp {
         let fut: Pending = match pick {
             Pick::Model => Box::pin(
                 d.set_title("Open a model")
-                    .add_filter("qatlas model", &["safetensors"])
+                    .add_filter("model", &["safetensors", "onnx"])
                     .pick_file(),
             ),
             Pick::DataDir => Box::pin(

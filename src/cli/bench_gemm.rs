@@ -4,6 +4,9 @@
 //! ratio; and the percentage of each path's theoretical peak, `ops/cycle x clock x threads`,
 //! with the clock measured (dependent-add chain) and also read from `/proc/cpuinfo`.
 //!
+//! Also, unless `--no-int4`: the AVX2 kernels for int4-range weights (`vpmaddubsw` sums kept in
+//! s16 over several K groups, exact because |b| <= 8 or 16), on the same shapes.
+//!
 //! `QATLAS_KERNEL` set to a path benchmarks only that path (and fails if it cannot run here).
 
 use super::common::print_json;
@@ -33,6 +36,9 @@ pub struct BenchGemmArgs {
     /// Shapes to run instead of the standard five, as `MxKxN[,MxKxN...]`.
     #[arg(long)]
     pub shapes: Option<String>,
+    /// Skip the int4-weight kernels.
+    #[arg(long)]
+    pub no_int4: bool,
     /// Skip the portable path (slow on the large shapes).
     #[arg(long)]
     pub no_portable: bool,
@@ -95,14 +101,25 @@ pub fn run(a: BenchGemmArgs) -> anyhow::Result<()> {
     let forced = std::env::var(KERNEL_ENV)
         .ok()
         .filter(|s| !s.trim().is_empty());
-    let kernels: Vec<&'static MmmKernel> = match forced.as_deref() {
-        Some(s) if !s.eq_ignore_ascii_case("auto") => vec![select_kernel(Some(s))?],
+    // The general kernel of each path (s8 weights), then each path's kernels for narrower
+    // weights (int4), which run on weights in their range.
+    let paths: Vec<KernelPath> = match forced.as_deref() {
+        Some(s) if !s.eq_ignore_ascii_case("auto") => vec![select_kernel(Some(s))?.path],
         _ => KernelPath::ALL
             .into_iter()
             .filter(|p| !(a.no_portable && *p == KernelPath::Portable))
-            .filter_map(|p| p.kernel().ok())
+            .filter(|p| p.kernel().is_ok())
             .collect(),
     };
+    let mut kernels: Vec<&'static MmmKernel> = Vec::new();
+    for p in &paths {
+        kernels.push(p.kernel()?);
+    }
+    if !a.no_int4 {
+        for p in &paths {
+            kernels.extend(p.kernels()?.into_iter().skip(1));
+        }
+    }
     let unavailable: Vec<String> = KernelPath::ALL
         .into_iter()
         .filter_map(|p| p.kernel().err().map(|e| e.to_string()))
@@ -134,7 +151,12 @@ pub fn run(a: BenchGemmArgs) -> anyhow::Result<()> {
         let bf: Vec<f32> = (0..k * n).map(|_| r.random_range(-1.0..1.0)).collect();
         let packed: Vec<PackedB> = kernels
             .iter()
-            .map(|&kern| PackedB::pack(kern, Weights::S8(&bs8), k, n, BLayout::KxN))
+            .map(|&kern| {
+                // Narrow kernels get the same weights shifted into their range.
+                let shift = (128 / kern.b_abs_max as u32).trailing_zeros();
+                let w: Vec<i8> = bs8.iter().map(|&v| v >> shift).collect();
+                PackedB::pack(kern, Weights::S8(&w), k, n, BLayout::KxN)
+            })
             .collect::<Result<_, _>>()?;
         let mut ci = vec![0i32; m * n];
         let mut cf = vec![0f32; m * n];
@@ -174,6 +196,11 @@ pub fn run(a: BenchGemmArgs) -> anyhow::Result<()> {
                 let peak = kern.peak_ops_per_cycle * hz * threads as f64 / 1e9;
                 json!({
                     "path": kern.path.name(), "kernel": kern.name, "gops": gops[i],
+                    "weights": if kern.b_abs_max >= 128 {
+                        "s8".to_string()
+                    } else {
+                        format!("|b| <= {} (int4)", kern.b_abs_max)
+                    },
                     "ratio_to_f32": gops[i] / f32_gops,
                     "peak_gops": (peak > 0.0).then_some(peak),
                     "pct_of_peak": (peak > 0.0).then(|| 100.0 * gops[i] / peak),

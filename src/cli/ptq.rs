@@ -60,7 +60,10 @@ impl PlanArgs {
                 .map(|s| s.parse::<Observer>().with_context(|| format!("--{flag}")))
                 .transpose()
         };
-        let (ao, wo) = (obs(&self.observer, "observer")?, obs(&self.weight_observer, "weight-observer")?);
+        let (ao, wo) = (
+            obs(&self.observer, "observer")?,
+            obs(&self.weight_observer, "weight-observer")?,
+        );
         for l in &mut plan.layers {
             if let Some(a) = self.activations {
                 l.activations = a;
@@ -107,7 +110,12 @@ pub struct PtqArgs {
 }
 
 fn out_kind(p: &Path) -> anyhow::Result<bool> {
-    match p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("ron") => Ok(false),
         Some("safetensors") => Ok(true),
         _ => anyhow::bail!(
@@ -133,18 +141,35 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let pb = progress(calib.len() as u64, "calibrating");
     let batches = crate::data::Loader::new(&calib, &norm, a.batch, None, false).map(|(x, _)| x);
-    let res = ptq(&model.graph, &plan, batches, &stop, &mut |n| pb.set_position(n as u64))?;
+    let res = ptq(&model.graph, &plan, batches, &stop, &mut |n| {
+        pb.set_position(n as u64)
+    })?;
     pb.finish_and_clear();
     let calib_s = t0.elapsed().as_secs_f64();
-    let cmp = compare(&res.folded, &res.points, &res.prepared, &test, &norm, a.batch, &stop)?;
+    let cmp = compare(
+        &res.folded,
+        &res.points,
+        &res.prepared,
+        &test,
+        &norm,
+        a.batch,
+        &stop,
+    )?;
     if let (Some(out), Some(as_model)) = (&a.out, model_out) {
         if as_model {
             let mut meta = model.meta.clone();
             meta.command = Some(std::env::args().collect::<Vec<_>>().join(" "));
-            save_model(&Model { graph: res.prepared.graph.clone(), meta }, out)?;
+            save_model(
+                &Model {
+                    graph: res.prepared.graph.clone(),
+                    meta,
+                },
+                out,
+            )?;
         } else {
             let text = res.plan.to_ron().context("encoding the plan")?;
-            write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            write_atomic(out, text.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
         }
     }
     let drop_pp = (cmp.float_accuracy - cmp.quantized_accuracy) * 100.0;

@@ -6,8 +6,8 @@
 use super::common::{DataArgs, default_model, print_json};
 use super::ptq::PlanArgs;
 use crate::analysis::sensitivity::{
-    LayerSensitivity, SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig, SweepData,
-    SweepMode, sensitivity,
+    LayerSensitivity, SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig,
+    SweepData, SweepMode, sensitivity,
 };
 use crate::data::Split;
 use crate::io::load_any;
@@ -50,7 +50,15 @@ fn cell(o: Option<f64>, prec: usize) -> String {
 fn print_header() {
     println!(
         "{:<16} {:<8} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>11}",
-        "layer", "op", "only acc", "drop pp", "out SQNR", "all-but", "gain pp", "out SQNR", "layer SQNR"
+        "layer",
+        "op",
+        "only acc",
+        "drop pp",
+        "out SQNR",
+        "all-but",
+        "gain pp",
+        "out SQNR",
+        "layer SQNR"
     );
 }
 
@@ -71,7 +79,10 @@ fn print_row(l: &LayerSensitivity) {
 
 /// Runs `qatlas sensitivity`.
 pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.batch > 0 && a.samples > 0 && a.calib_samples > 0, "--batch, --samples and --calib-samples must be positive");
+    anyhow::ensure!(
+        a.batch > 0 && a.samples > 0 && a.calib_samples > 0,
+        "--batch, --samples and --calib-samples must be positive"
+    );
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let plan = a.plan.plan(&model.graph, crate::quant::Precision::Int4)?;
@@ -100,7 +111,10 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
         }
         let _guard = out.lock();
         match e {
-            SensitivityEvent::Baseline { float_accuracy, quantized } => {
+            SensitivityEvent::Baseline {
+                float_accuracy,
+                quantized,
+            } => {
                 println!(
                     "{}: float {:.2}%, all layers quantized {:.2}% (logits SQNR {} dB)",
                     path.display(),
@@ -123,14 +137,25 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&report_json(r, &path.display().to_string(), &plan));
     }
-    let p = plan.layers.first().map(|l| l.precision.name()).unwrap_or("-");
-    println!("\nper-layer sensitivity at {p} ({} eval images, {} calibration images, {:.2} s):", r.images, r.calib_images, r.seconds);
+    let p = plan
+        .layers
+        .first()
+        .map(|l| l.precision.name())
+        .unwrap_or("-");
+    println!(
+        "\nper-layer sensitivity at {p} ({} eval images, {} calibration images, {:.2} s):",
+        r.images, r.calib_images, r.seconds
+    );
     print_header();
     r.layers.iter().for_each(print_row);
     Ok(())
 }
 
-fn report_json(r: &SensitivityReport, model: &str, plan: &crate::quant::QuantPlan) -> serde_json::Value {
+fn report_json(
+    r: &SensitivityReport,
+    model: &str,
+    plan: &crate::quant::QuantPlan,
+) -> serde_json::Value {
     json!({
         "model": model,
         "precision": plan.layers.first().map(|l| l.precision.name()),
@@ -177,7 +202,10 @@ fn median(v: &mut [f64]) -> f64 {
 /// baseline (float evaluation of the same images once per evaluated configuration), and one
 /// cached repeat.
 pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.repeats > 0 && a.samples > 0 && a.batch > 0, "--repeats, --samples and --batch must be positive");
+    anyhow::ensure!(
+        a.repeats > 0 && a.samples > 0 && a.batch > 0,
+        "--repeats, --samples and --batch must be positive"
+    );
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let plan = crate::quant::QuantPlan::default_for(&model.graph, a.precision);
@@ -212,7 +240,12 @@ pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
             evaluate(&model.graph, &eval, &norm, a.batch)?;
         }
         baselines.push(t.elapsed().as_secs_f64());
-        eprintln!("  run {}: sweep {:.3} s, baseline {:.3} s", r + 1, sweeps[r], baselines[r]);
+        eprintln!(
+            "  run {}: sweep {:.3} s, baseline {:.3} s",
+            r + 1,
+            sweeps[r],
+            baselines[r]
+        );
     }
     sensitivity(&d, &cfg, Some(&cache), &stop, &|_| {})?;
     let t = Instant::now();
@@ -232,10 +265,23 @@ pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
     }
     println!(
         "sensitivity sweep, {} ({} layers, both modes, {} images, {} calibration images, {threads} threads, median of {}):",
-        path.display(), layers, eval.len(), calib.len(), a.repeats
+        path.display(),
+        layers,
+        eval.len(),
+        calib.len(),
+        a.repeats
     );
-    println!("  sweep                          {s:>8.3} s  ({:.0} images/s over {configs} configurations)", images / s);
-    println!("  baseline (float eval x {configs:>2})      {b:>8.3} s  ratio {:.2}x", s / b);
-    println!("  cached repeat                  {cached_s:>8.6} s  (cached: {})", again.cached);
+    println!(
+        "  sweep                          {s:>8.3} s  ({:.0} images/s over {configs} configurations)",
+        images / s
+    );
+    println!(
+        "  baseline (float eval x {configs:>2})      {b:>8.3} s  ratio {:.2}x",
+        s / b
+    );
+    println!(
+        "  cached repeat                  {cached_s:>8.6} s  (cached: {})",
+        again.cached
+    );
     Ok(())
 }

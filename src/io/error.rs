@@ -24,6 +24,6 @@ pub enum IoError {
     #[error("{error}: {}", path.display())]
     Onnx {
         path: PathBuf,
-        error: super::onnx::OnnxError,
+        error: Box<super::onnx::OnnxError>,
     },
 }

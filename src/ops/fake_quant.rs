@@ -112,10 +112,7 @@ pub fn output_shape(a: &FakeQuantAttrs, inputs: &[&[usize]]) -> Result<Vec<usize
     }
     if let QuantGrid::Int { qmin, qmax } = a.grid {
         if qmin >= qmax {
-            return Err(invalid(
-                "FakeQuant",
-                format!("empty grid {qmin}..={qmax}"),
-            ));
+            return Err(invalid("FakeQuant", format!("empty grid {qmin}..={qmax}")));
         }
         let c = match a.axis {
             Some(ax) if ax >= x.len() => {
@@ -242,13 +239,20 @@ pub fn backward(
     let (lo, hi) = (qmin as f32, qmax as f32);
     let dx = need[0].then(|| {
         let mut d = vec![0.0f32; x.len()];
-        for_channels(slice(x), slice(dy), &mut d, x.shape(), a.axis, |ch, xc, gc, dc| {
-            let (_, inv, z) = p[ch];
-            for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                let q = quantize_unclamped(v, inv, z);
-                *o = if q >= lo && q <= hi { g } else { 0.0 };
-            }
-        });
+        for_channels(
+            slice(x),
+            slice(dy),
+            &mut d,
+            x.shape(),
+            a.axis,
+            |ch, xc, gc, dc| {
+                let (_, inv, z) = p[ch];
+                for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                    let q = quantize_unclamped(v, inv, z);
+                    *o = if q >= lo && q <= hi { g } else { 0.0 };
+                }
+            },
+        );
         from_vec(x.shape(), d)
     });
     let (want_s, want_z) = (need.get(1) == Some(&true), need.get(2) == Some(&true));
@@ -274,7 +278,10 @@ pub fn backward(
         }
         let shape = |t: &Tensor| t.shape().to_vec();
         let pack = |v: Vec<f64>, like: &Tensor| {
-            from_vec(&shape(like), v.into_iter().map(|e| (e * g) as f32).collect())
+            from_vec(
+                &shape(like),
+                v.into_iter().map(|e| (e * g) as f32).collect(),
+            )
         };
         ds = want_s.then(|| pack(gs, inputs[1]));
         dz = want_z.then(|| pack(gz, inputs[2]));
@@ -362,16 +369,13 @@ mod tests {
         let (s, z) = (t(&[1], &[0.5]), t(&[1], &[3.0]));
         let dy = t(&[4], &[1.0, 2.0, 3.0, 4.0]);
         let g = OpKind::FakeQuant(a.clone())
-            .backward(
-                &[&x, &s, &z],
-                &x,
-                &Saved::None,
-                &dy,
-                &[true, true, true],
-            )
+            .backward(&[&x, &s, &z], &x, &Saved::None, &dy, &[true, true, true])
             .unwrap();
         // q = round(2x) + 3: 5 (inside), -4 + 3 = -1 (below), 15 + 3 = 18 twice (above).
-        assert_eq!(g[0].as_ref().unwrap().as_slice().unwrap(), &[1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            g[0].as_ref().unwrap().as_slice().unwrap(),
+            &[1.0, 0.0, 0.0, 0.0]
+        );
         // dscale: in: (1.0 - 1.0)/0.5 = 0; below: 0-3 = -3 (x2); above: 15-3 = 12 (x3, x4).
         let gf = 1.0 / (4.0f64 * 15.0).sqrt();
         let want_s = ((-3.0 * 2.0 + 12.0 * 3.0 + 12.0 * 4.0) * gf) as f32;
@@ -396,7 +400,9 @@ mod tests {
     #[test]
     fn large_tensors_match_the_serial_path() {
         let n = PAR_MIN * 2 + 7;
-        let xs: Vec<f32> = (0..n).map(|i| ((i * 37) % 1000) as f32 / 100.0 - 5.0).collect();
+        let xs: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
         let a = int(0, 255, Some(1));
         let x = t(&[1, 7, n / 7], &xs[..n / 7 * 7]);
         let sc = t(&[7], &[0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07]);
@@ -412,7 +418,9 @@ mod tests {
 
     #[test]
     fn fast_rounding_equals_round_ties_even() {
-        let mut v = vec![0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 4194303.5, -4194303.5, 1e-8, 0.49999997];
+        let mut v = vec![
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 4194303.5, -4194303.5, 1e-8, 0.49999997,
+        ];
         v.extend((0..100_000).map(|i| (i as f32 - 50_000.0) * 0.25 + (i % 7) as f32 * 1e-3));
         for x in v {
             assert_eq!(round_half_even(x), x.round_ties_even() + 0.0, "{x}");

@@ -25,12 +25,18 @@ struct RangeMemo(Mutex<HashMap<String, Vec<(f32, f32)>>>);
 
 impl Clone for RangeMemo {
     fn clone(&self) -> Self {
-        RangeMemo(Mutex::new(self.0.lock().map(|m| m.clone()).unwrap_or_default()))
+        RangeMemo(Mutex::new(
+            self.0.lock().map(|m| m.clone()).unwrap_or_default(),
+        ))
     }
 }
 
 impl RangeMemo {
-    fn get_or(&self, key: String, f: impl FnOnce() -> Option<Vec<(f32, f32)>>) -> Option<Vec<(f32, f32)>> {
+    fn get_or(
+        &self,
+        key: String,
+        f: impl FnOnce() -> Option<Vec<(f32, f32)>>,
+    ) -> Option<Vec<(f32, f32)>> {
         if let Some(v) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Some(v);
         }
@@ -127,7 +133,11 @@ impl Calibrator {
     }
 
     /// Frozen ranges of the integer weight points of `qp` only (no calibration data needed).
-    pub fn ranges_of_weights(&self, g: &Graph, qp: &QuantPoints) -> Result<Vec<PointRange>, QuantError> {
+    pub fn ranges_of_weights(
+        &self,
+        g: &Graph,
+        qp: &QuantPoints,
+    ) -> Result<Vec<PointRange>, QuantError> {
         qp.points
             .iter()
             .filter(|p| !p.is_activation() && matches!(p.grid, PointGrid::Int(_)))
@@ -154,7 +164,9 @@ impl Calibrator {
             _ => {
                 let key = format!("{}|{:?}|{:?}", p.value, p.observer, spec);
                 self.memo
-                    .get_or(key, || self.state(p).and_then(|s| s.range(spec)).map(|r| vec![r]))
+                    .get_or(key, || {
+                        self.state(p).and_then(|s| s.range(spec)).map(|r| vec![r])
+                    })
                     .ok_or_else(no_data)?
             }
         };

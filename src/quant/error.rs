@@ -12,10 +12,14 @@ pub enum QuantError {
     #[error("{problem} (plan file {path})")]
     PlanFile { path: PathBuf, problem: String },
     /// A plan names a layer the model does not have.
-    #[error("plan names layer '{layer}', which the model does not have (quantizable layers: {available})")]
+    #[error(
+        "plan names layer '{layer}', which the model does not have (quantizable layers: {available})"
+    )]
     UnknownLayer { layer: String, available: String },
     /// A plan names a layer that is not a Conv2d, Linear or MatMul.
-    #[error("plan names layer '{layer}', a {op}, which is not quantizable (Conv2d, Linear, MatMul)")]
+    #[error(
+        "plan names layer '{layer}', a {op}, which is not quantizable (Conv2d, Linear, MatMul)"
+    )]
     NotQuantizable { layer: String, op: String },
     /// A plan lists a layer twice.
     #[error("plan lists layer '{layer}' twice")]

@@ -49,7 +49,9 @@ fn find_foldable(g: &Graph) -> Vec<Foldable> {
         let ok_op = matches!(layer.op, OpKind::Conv2d(_) | OpKind::Linear);
         let only_reader = rd[x].len() == 1 && !g.outputs.contains(&x);
         let params_ok = bn.inputs[1..].iter().all(|&v| g.param_of(v).is_some())
-            && layer.inputs[1..].iter().all(|&v| g.param_of(v).is_some() && rd[v].len() == 1);
+            && layer.inputs[1..]
+                .iter()
+                .all(|&v| g.param_of(v).is_some() && rd[v].len() == 1);
         if ok_op && only_reader && params_ok {
             out.push(Foldable { bn: bi, layer: li });
         }
@@ -159,7 +161,11 @@ mod tests {
 
     fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+            / scale
     }
 
     #[test]
@@ -169,7 +175,11 @@ mod tests {
             randomize_bn(&mut g, 11);
             let (f, report) = fold_batchnorm(&g).unwrap();
             assert_eq!(report.folded.len(), bns, "{}", arch.name());
-            assert!(f.nodes.iter().all(|n| !matches!(n.op, OpKind::BatchNorm2d(_))));
+            assert!(
+                f.nodes
+                    .iter()
+                    .all(|n| !matches!(n.op, OpKind::BatchNorm2d(_)))
+            );
             assert!(f.params.iter().all(|p| !p.name.contains(".bn.")));
             let x = rand_tensor(&[4, 1, 16, 16], 3).mapv(|v| v * 2.0);
             let (a, b) = (g.infer(&x).unwrap(), f.infer(&x).unwrap());

@@ -233,7 +233,9 @@ fn min_max_bad(xs: &[f32]) -> (f32, f32, u64) {
         (mn, mx) = xs
             .iter()
             .filter(|x| x.is_finite())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
     }
     (mn, mx, bad)
 }
@@ -279,7 +281,9 @@ mod tests {
         let mut h = Histogram::new(64);
         h.observe(&[0.0, 64.0]);
         for round in 1..5 {
-            let xs: Vec<f32> = (0..1000).map(|i| (i as f32) * 0.37 * round as f32 - 100.0).collect();
+            let xs: Vec<f32> = (0..1000)
+                .map(|i| (i as f32) * 0.37 * round as f32 - 100.0)
+                .collect();
             h.observe(&xs);
         }
         let mut check = Histogram::new(64);
@@ -311,7 +315,9 @@ mod tests {
 
     #[test]
     fn parallel_and_serial_binning_agree() {
-        let xs: Vec<f32> = (0..(PAR_MIN * 3 + 11)).map(|i| ((i * 7919) % 10007) as f32).collect();
+        let xs: Vec<f32> = (0..(PAR_MIN * 3 + 11))
+            .map(|i| ((i * 7919) % 10007) as f32)
+            .collect();
         let mut a = Histogram::new(100);
         a.observe(&xs);
         let mut b = Histogram::new(100);

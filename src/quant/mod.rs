@@ -30,6 +30,7 @@ pub mod observer;
 pub mod plan;
 pub mod points;
 pub mod prepare;
+pub mod range;
 pub mod range_search;
 pub(crate) mod rewrite;
 pub mod scheme;

@@ -61,17 +61,21 @@ impl Observer {
                 if momentum > 0.0 && momentum <= 1.0 {
                     Ok(())
                 } else {
-                    Err(invalid("moving-average momentum", "a value in (0, 1]", momentum))
+                    Err(invalid(
+                        "moving-average momentum",
+                        "a value in (0, 1]",
+                        momentum,
+                    ))
                 }
             }
             Observer::Histogram { bins, method } => {
                 if !(16..=1 << 16).contains(&bins) {
                     return Err(invalid("histogram bins", "16..=65536", bins));
                 }
-                if let RangeMethod::Percentile(p) = method {
-                    if !(p > 0.0 && p <= 100.0) {
-                        return Err(invalid("percentile", "a value in (0, 100]", p));
-                    }
+                if let RangeMethod::Percentile(p) = method
+                    && !(p > 0.0 && p <= 100.0)
+                {
+                    return Err(invalid("percentile", "a value in (0, 100]", p));
                 }
                 Ok(())
             }
@@ -127,7 +131,11 @@ impl FromStr for Observer {
             "entropy" | "kl" => hist(RangeMethod::Entropy, 1)?,
             "percentile" => {
                 let p = num(1, "a percentile")?.ok_or_else(|| {
-                    invalid(format!("observer '{s}'"), "percentile:P, e.g. percentile:99.99", s)
+                    invalid(
+                        format!("observer '{s}'"),
+                        "percentile:P, e.g. percentile:99.99",
+                        s,
+                    )
                 })?;
                 hist(RangeMethod::Percentile(p), 2)?
             }
@@ -147,9 +155,19 @@ impl FromStr for Observer {
 /// Live statistics of one observer.
 #[derive(Clone, Debug)]
 pub enum ObserverState {
-    MinMax { min: f32, max: f32 },
-    MovingAverage { min: f32, max: f32, momentum: f32 },
-    Histogram { hist: Histogram, method: RangeMethod },
+    MinMax {
+        min: f32,
+        max: f32,
+    },
+    MovingAverage {
+        min: f32,
+        max: f32,
+        momentum: f32,
+    },
+    Histogram {
+        hist: Histogram,
+        method: RangeMethod,
+    },
 }
 
 fn finite_min_max(xs: &[f32]) -> Option<(f32, f32)> {
@@ -322,8 +340,13 @@ mod tests {
         assert!("moving-average:0".parse::<Observer>().is_err());
         assert!("mse:4".parse::<Observer>().is_err());
         assert!("median".parse::<Observer>().is_err());
-        for o in ["minmax", "moving-average:0.01", "mse:2048", "entropy:512", "percentile:99.9:2048"]
-        {
+        for o in [
+            "minmax",
+            "moving-average:0.01",
+            "mse:2048",
+            "entropy:512",
+            "percentile:99.9:2048",
+        ] {
             let p: Observer = o.parse().unwrap();
             assert_eq!(p.to_string(), o);
         }

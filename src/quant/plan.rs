@@ -16,8 +16,9 @@
 //! assert_eq!(back, plan);
 //! ```
 
-use super::error::{QuantError, invalid};
+use super::error::QuantError;
 use super::observer::Observer;
+pub use super::range::PointRange;
 use super::scheme::{PointGrid, QDtype, QSpec, Scheme};
 use crate::graph::Graph;
 use crate::ops::OpKind;
@@ -26,9 +27,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 /// Numeric precision of a layer.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Precision {
     Fp32,
     Fp16,
@@ -183,57 +182,6 @@ impl LayerPlan {
     }
 }
 
-/// The frozen range and grid parameters of one quantization point.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PointRange {
-    /// The fake-quant node's name.
-    pub point: String,
-    /// The float value it quantizes (a value name of the folded model).
-    pub value: String,
-    pub dtype: QDtype,
-    pub scheme: Scheme,
-    /// Chosen range per channel (one entry per tensor for activations).
-    pub min: Vec<f32>,
-    pub max: Vec<f32>,
-    pub scale: Vec<f32>,
-    pub zero_point: Vec<i32>,
-}
-
-impl PointRange {
-    /// Checks lengths, finiteness, positive scales and zero points inside the grid.
-    pub fn validate(&self) -> Result<(), QuantError> {
-        let what = |f: &str| format!("range '{}' {f}", self.point);
-        let n = self.scale.len();
-        if n == 0 || [self.min.len(), self.max.len(), self.zero_point.len()] != [n; 3] {
-            return Err(invalid(
-                what("lengths"),
-                "equal, non-empty min/max/scale/zero_point lists",
-                format!(
-                    "{}/{}/{}/{}",
-                    self.min.len(),
-                    self.max.len(),
-                    n,
-                    self.zero_point.len()
-                ),
-            ));
-        }
-        let (qmin, qmax) = self.dtype.range();
-        for i in 0..n {
-            let (lo, hi, s, z) = (self.min[i], self.max[i], self.scale[i], self.zero_point[i]);
-            if !lo.is_finite() || !hi.is_finite() || lo > hi {
-                return Err(invalid(what("min/max"), "finite with min <= max", format!("[{lo}, {hi}]")));
-            }
-            if !s.is_finite() || s <= 0.0 {
-                return Err(invalid(what("scale"), "finite and > 0", s));
-            }
-            if z < qmin || z > qmax {
-                return Err(invalid(what("zero_point"), format!("{qmin}..={qmax}"), z));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A whole model's plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantPlan {
@@ -342,8 +290,10 @@ impl QuantPlan {
             path: path.to_path_buf(),
             problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read ({e})")))?;
-        let p: QuantPlan = ron::from_str(&text).map_err(|e| file_err(format!("not a valid plan ({e})")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read ({e})")))?;
+        let p: QuantPlan =
+            ron::from_str(&text).map_err(|e| file_err(format!("not a valid plan ({e})")))?;
         let checked = match g {
             Some(g) => p.validate_for(g),
             None => p.validate(),
@@ -367,11 +317,17 @@ mod tests {
         assert_eq!(l.activations, Precision::Int8);
         assert_eq!(
             l.weight_grid(),
-            Some(PointGrid::Int(QSpec { dtype: QDtype::S4, scheme: Scheme::Symmetric }))
+            Some(PointGrid::Int(QSpec {
+                dtype: QDtype::S4,
+                scheme: Scheme::Symmetric
+            }))
         );
         assert_eq!(
             l.activation_grid(),
-            Some(PointGrid::Int(QSpec { dtype: QDtype::U8, scheme: Scheme::Affine }))
+            Some(PointGrid::Int(QSpec {
+                dtype: QDtype::U8,
+                scheme: Scheme::Affine
+            }))
         );
         let mut fp16 = l.clone();
         fp16.precision = Precision::Fp16;
@@ -388,10 +344,18 @@ mod tests {
         let bad = QuantPlan::from_ron(r#"(layers: [(layer: "conv1", precision: Int9)])"#);
         assert!(bad.unwrap_err().to_string().contains("Int9"));
         let dup = r#"(layers: [(layer: "a", precision: Int8), (layer: "a", precision: Int8)])"#;
-        assert!(matches!(QuantPlan::from_ron(dup), Err(QuantError::DuplicateLayer { .. })));
+        assert!(matches!(
+            QuantPlan::from_ron(dup),
+            Err(QuantError::DuplicateLayer { .. })
+        ));
         let nan = r#"(layers: [], ranges: [(point: "x.fq", value: "x", dtype: U8, scheme: Affine,
             min: [NaN], max: [1.0], scale: [0.1], zero_point: [0])])"#;
-        assert!(QuantPlan::from_ron(nan).unwrap_err().to_string().contains("min/max"));
+        assert!(
+            QuantPlan::from_ron(nan)
+                .unwrap_err()
+                .to_string()
+                .contains("min/max")
+        );
     }
 
     #[test]
@@ -403,6 +367,9 @@ mod tests {
         assert!(e.contains("conv9") && e.contains("conv1, conv2, fc"), "{e}");
         p.layers.pop();
         p.layers.push(LayerPlan::new("relu1", Precision::Int8));
-        assert!(matches!(p.validate_for(&g), Err(QuantError::NotQuantizable { .. })));
+        assert!(matches!(
+            p.validate_for(&g),
+            Err(QuantError::NotQuantizable { .. })
+        ));
     }
 }

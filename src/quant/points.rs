@@ -90,7 +90,11 @@ fn grid_preserving(op: &OpKind) -> bool {
 }
 
 /// The output point that `v` comes from through grid-preserving ops, if any.
-fn upstream_output_point(g: &Graph, mut v: ValueId, outputs: &HashMap<ValueId, usize>) -> Option<usize> {
+fn upstream_output_point(
+    g: &Graph,
+    mut v: ValueId,
+    outputs: &HashMap<ValueId, usize>,
+) -> Option<usize> {
     loop {
         if let Some(&p) = outputs.get(&v) {
             return Some(p);
@@ -136,23 +140,23 @@ pub fn plan_points(g: &Graph, plan: &QuantPlan) -> Result<QuantPoints, QuantErro
             weight: None,
             output: None,
         };
-        if let (Some(&w), Some(grid)) = (node.inputs.get(1), lp.weight_grid()) {
-            if let Some(pw) = g.param_of(w) {
-                let ndim = g.params[pw].tensor.ndim();
-                let axis = match (&node.op, lp.weight_granularity) {
-                    (_, super::plan::Granularity::PerTensor) => None,
-                    (OpKind::MatMul, _) => Some(ndim.saturating_sub(1)),
-                    _ => Some(0),
-                };
-                qp.points.push(Point {
-                    name: unique(format!("{}.fq", g.values[w].name)),
-                    value: w,
-                    grid,
-                    observer: lp.weight_observer,
-                    kind: PointKind::Weight { layer: ni, axis },
-                });
-                lpts.weight = Some(qp.points.len() - 1);
-            }
+        if let (Some(&w), Some(grid)) = (node.inputs.get(1), lp.weight_grid())
+            && let Some(pw) = g.param_of(w)
+        {
+            let ndim = g.params[pw].tensor.ndim();
+            let axis = match (&node.op, lp.weight_granularity) {
+                (_, super::plan::Granularity::PerTensor) => None,
+                (OpKind::MatMul, _) => Some(ndim.saturating_sub(1)),
+                _ => Some(0),
+            };
+            qp.points.push(Point {
+                name: unique(format!("{}.fq", g.values[w].name)),
+                value: w,
+                grid,
+                observer: lp.weight_observer,
+                kind: PointKind::Weight { layer: ni, axis },
+            });
+            lpts.weight = Some(qp.points.len() - 1);
         }
         if let Some(grid) = lp.activation_grid() {
             let out = lpts.activation.map_or(node.output, |a| g.nodes[a].output);
@@ -182,11 +186,11 @@ pub fn plan_points(g: &Graph, plan: &QuantPlan) -> Result<QuantPoints, QuantErro
         };
         for k in act_inputs {
             let u = node.inputs[k];
-            if let Some(p) = upstream_output_point(g, u, &output_point) {
-                if qp.points[p].grid == grid {
-                    qp.layers[li].inputs[k] = Some(p);
-                    continue;
-                }
+            if let Some(p) = upstream_output_point(g, u, &output_point)
+                && qp.points[p].grid == grid
+            {
+                qp.layers[li].inputs[k] = Some(p);
+                continue;
             }
             let p = match input_point.get(&(u, grid)) {
                 Some(&p) => {
@@ -284,7 +288,11 @@ mod tests {
         let qp = plan_points(&g, &plan).unwrap();
         assert_eq!(
             names(&g, &qp),
-            ["conv2.weight.fq@conv2.weight", "relu2.fq@relu2", "pool1.fq@pool1"]
+            [
+                "conv2.weight.fq@conv2.weight",
+                "relu2.fq@relu2",
+                "pool1.fq@pool1"
+            ]
         );
     }
 
@@ -295,9 +303,15 @@ mod tests {
         let qp = plan_points(&f, &QuantPlan::default_for(&f, Precision::Int8)).unwrap();
         let n = names(&f, &qp);
         // block1.conv2 feeds the Add directly: its output point is on the conv output.
-        assert!(n.contains(&"block1.conv2.fq@block1.conv2".to_string()), "{n:?}");
+        assert!(
+            n.contains(&"block1.conv2.fq@block1.conv2".to_string()),
+            "{n:?}"
+        );
         // The block output (add -> relu2) is quantized where `down` reads it.
-        assert!(n.contains(&"block1.relu2.fq@block1.relu2".to_string()), "{n:?}");
+        assert!(
+            n.contains(&"block1.relu2.fq@block1.relu2".to_string()),
+            "{n:?}"
+        );
         // fc reads flatten(gap(..)): an averaging op, so fc gets its own input point.
         assert!(n.contains(&"flatten.fq@flatten".to_string()), "{n:?}");
         assert_eq!(qp.layers.len(), 7);

@@ -50,15 +50,18 @@ impl Prepared {
 /// Inserts the points of `qp` into `g` with parameters from `ranges` (by point name; extra
 /// entries are ignored, a missing integer point is an error).
 pub fn prepare(g: &Graph, qp: &QuantPoints, ranges: &[PointRange]) -> Result<Prepared, QuantError> {
-    let by_name: HashMap<&str, &PointRange> = ranges.iter().map(|r| (r.point.as_str(), r)).collect();
+    let by_name: HashMap<&str, &PointRange> =
+        ranges.iter().map(|r| (r.point.as_str(), r)).collect();
     let mut frozen: Vec<Option<PointRange>> = Vec::with_capacity(qp.points.len());
     for p in &qp.points {
         frozen.push(match p.grid {
             PointGrid::Fp16 => None,
             PointGrid::Int(spec) => {
-                let r = by_name.get(p.name.as_str()).ok_or_else(|| QuantError::MissingRange {
-                    point: p.name.clone(),
-                })?;
+                let r = by_name
+                    .get(p.name.as_str())
+                    .ok_or_else(|| QuantError::MissingRange {
+                        point: p.name.clone(),
+                    })?;
                 if (r.dtype, r.scheme) != (spec.dtype, spec.scheme) {
                     return Err(super::error::invalid(
                         format!("range '{}'", p.name),
@@ -102,7 +105,8 @@ pub fn prepare(g: &Graph, qp: &QuantPoints, ranges: &[PointRange]) -> Result<Pre
                     from_vec(&[c], fr.scale.clone()),
                     false,
                 );
-                let z = r.add_param_named(&format!("{}.zero_point", p.name), from_vec(&[c], zp), false);
+                let z =
+                    r.add_param_named(&format!("{}.zero_point", p.name), from_vec(&[c], zp), false);
                 (QuantGrid::Int { qmin, qmax }, vec![x, s, z])
             }
         };
@@ -111,7 +115,12 @@ pub fn prepare(g: &Graph, qp: &QuantPoints, ranges: &[PointRange]) -> Result<Pre
             _ => None,
         };
         let idx = r.next_node();
-        let out = r.node(&p.name, OpKind::FakeQuant(FakeQuantAttrs { grid, axis }), inputs, &p.name);
+        let out = r.node(
+            &p.name,
+            OpKind::FakeQuant(FakeQuantAttrs { grid, axis }),
+            inputs,
+            &p.name,
+        );
         (idx, out)
     };
     for (ni, node) in g.nodes.iter().enumerate() {
@@ -178,11 +187,11 @@ pub fn prepare(g: &Graph, qp: &QuantPoints, ranges: &[PointRange]) -> Result<Pre
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gradcheck::rand_tensor;
     use crate::quant::calibrate::calibrate;
     use crate::quant::plan::{Precision, QuantPlan};
     use crate::quant::points::plan_points;
     use crate::quant::scheme::{QSpec, fake_quantize};
-    use crate::ops::gradcheck::rand_tensor;
     use crate::zoo::Arch;
     use std::sync::atomic::AtomicBool;
 
@@ -191,15 +200,29 @@ mod tests {
         let g = Arch::SeedCnn.build([1, 6, 6], 4, 1).unwrap();
         let qp = plan_points(&g, &QuantPlan::default_for(&g, Precision::Int8)).unwrap();
         let x = rand_tensor(&[5, 1, 6, 6], 2);
-        let c = calibrate(&g, &[&qp], [x.clone()], &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let c = calibrate(
+            &g,
+            &[&qp],
+            [x.clone()],
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
         let ranges = c.ranges(&g, &qp).unwrap();
         let p = prepare(&g, &qp, &ranges).unwrap();
-        let fq_nodes = p.graph.nodes.iter().filter(|n| matches!(n.op, OpKind::FakeQuant(_)));
+        let fq_nodes = p
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, OpKind::FakeQuant(_)));
         assert_eq!(fq_nodes.count(), 7);
         // Hand simulation: quantize the input, then conv1 with quantized weights, then relu and
         // the output point, comparing against the prepared graph's relu1.fq value.
         let r = |name: &str| ranges.iter().find(|r| r.point == name).unwrap();
-        let spec = |r: &PointRange| QSpec { dtype: r.dtype, scheme: r.scheme };
+        let spec = |r: &PointRange| QSpec {
+            dtype: r.dtype,
+            scheme: r.scheme,
+        };
         let ri = r("input.fq");
         let xq = x.mapv(|v| fake_quantize(v, ri.scale[0], ri.zero_point[0], spec(ri)));
         let rw = r("conv1.weight.fq");
@@ -215,9 +238,15 @@ mod tests {
         )
         .output;
         let ro = r("relu1.fq");
-        let want = conv.mapv(|v| fake_quantize(v.max(0.0), ro.scale[0], ro.zero_point[0], spec(ro)));
+        let want =
+            conv.mapv(|v| fake_quantize(v.max(0.0), ro.scale[0], ro.zero_point[0], spec(ro)));
         let mut got = None;
-        let target = p.graph.values.iter().position(|v| v.name == "relu1.fq").unwrap();
+        let target = p
+            .graph
+            .values
+            .iter()
+            .position(|v| v.name == "relu1.fq")
+            .unwrap();
         crate::quant::exec::run_tapped(&p.graph, &x, &mut |v, t| {
             if v == target {
                 got = Some(t.clone());

@@ -269,30 +269,46 @@ mod tests {
         let exact = |t: f32| -> f64 {
             let (s, z) = qparams(0.0, t, U8A);
             data.iter()
-                .map(|&x| (f64::from(x) - f64::from(crate::quant::scheme::fake_quantize(x, s, z, U8A))).powi(2))
+                .map(|&x| {
+                    (f64::from(x) - f64::from(crate::quant::scheme::fake_quantize(x, s, z, U8A)))
+                        .powi(2)
+                })
                 .sum()
         };
         let (lo, hi) = mse_range(&h, U8A).unwrap();
         assert!(lo < 1e-6, "{lo}");
         let t_star = 100.0 / (1.0 + n as f32 / (255.0f32 * 255.0 * 12.0));
-        assert!(exact(hi) <= exact(t_star) * 1.01, "{hi}: {} vs {t_star}: {}", exact(hi), exact(t_star));
+        assert!(
+            exact(hi) <= exact(t_star) * 1.01,
+            "{hi}: {} vs {t_star}: {}",
+            exact(hi),
+            exact(t_star)
+        );
         assert!(hi > 30.0 && hi < 60.0, "{hi}");
     }
 
     /// The histogram's error estimate agrees with the exact error of the data.
     #[test]
     fn expected_error_matches_exact_error() {
-        let data: Vec<f32> = (0..200_000).map(|i| ((i as f32) * 0.618).fract() * 3.0 - 1.0).collect();
+        let data: Vec<f32> = (0..200_000)
+            .map(|i| ((i as f32) * 0.618).fract() * 3.0 - 1.0)
+            .collect();
         let mut h = Histogram::new(2048);
         h.observe(&data);
         for (lo, hi) in [(-1.0, 2.0), (-0.5, 1.0), (0.0, 0.3)] {
             let (s, z) = qparams(lo, hi, U8A);
             let exact: f64 = data
                 .iter()
-                .map(|&x| (f64::from(x) - f64::from(crate::quant::scheme::fake_quantize(x, s, z, U8A))).powi(2))
+                .map(|&x| {
+                    (f64::from(x) - f64::from(crate::quant::scheme::fake_quantize(x, s, z, U8A)))
+                        .powi(2)
+                })
                 .sum();
             let est = expected_error(&h, s, z, U8A);
-            assert!((est / exact - 1.0).abs() < 0.03, "[{lo}, {hi}]: {est} vs {exact}");
+            assert!(
+                (est / exact - 1.0).abs() < 0.03,
+                "[{lo}, {hi}]: {est} vs {exact}"
+            );
         }
     }
 

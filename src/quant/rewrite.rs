@@ -80,7 +80,10 @@ impl<'a> Rewriter<'a> {
             }
             // Nodes are added in order, so their outputs are mapped before being read; inputs
             // are mapped in `new`. Reaching here means the source graph was not topological.
-            _ => unreachable!("value '{}' read before it is defined", self.src.values[v].name),
+            _ => unreachable!(
+                "value '{}' read before it is defined",
+                self.src.values[v].name
+            ),
         }
     }
 
@@ -102,7 +105,13 @@ impl<'a> Rewriter<'a> {
     }
 
     /// Adds a node whose output value is called `out_name`; returns the output value.
-    pub fn node(&mut self, name: &str, op: OpKind, inputs: Vec<ValueId>, out_name: &str) -> ValueId {
+    pub fn node(
+        &mut self,
+        name: &str,
+        op: OpKind,
+        inputs: Vec<ValueId>,
+        out_name: &str,
+    ) -> ValueId {
         self.names.insert(name.to_string());
         self.names.insert(out_name.to_string());
         let idx = self.g.nodes.len();

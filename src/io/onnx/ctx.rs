@@ -248,7 +248,7 @@ impl<'a, 'm> NodeCtx<'a, 'm> {
             .map_err(|source| OnnxError::Op {
                 node: self.name.to_string(),
                 op_type: self.node.op_type.clone(),
-                source,
+                source: Box::new(source),
             })?;
         self.emitted.push(node);
         Ok(v)

@@ -79,10 +79,10 @@ pub enum OnnxError {
     Op {
         node: String,
         op_type: String,
-        source: OpError,
+        source: Box<OpError>,
     },
     #[error("invalid graph: {source}")]
-    Graph { source: GraphError },
+    Graph { source: Box<GraphError> },
     #[error("node '{node}' ({op}) cannot be exported to ONNX: {problem}")]
     Export {
         node: String,

@@ -111,12 +111,12 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
         });
     }
     // Output shapes at two batch sizes: the axes that differ follow the batch.
-    let s1 = g
-        .infer_shapes(1)
-        .map_err(|source| OnnxError::Graph { source })?;
-    let s2 = g
-        .infer_shapes(2)
-        .map_err(|source| OnnxError::Graph { source })?;
+    let s1 = g.infer_shapes(1).map_err(|e| OnnxError::Graph {
+        source: Box::new(e),
+    })?;
+    let s2 = g.infer_shapes(2).map_err(|e| OnnxError::Graph {
+        source: Box::new(e),
+    })?;
     let name = |v: usize| g.values[v].name.clone();
     let mut initializer: Vec<TensorProto> = g
         .params

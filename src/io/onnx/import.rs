@@ -382,7 +382,9 @@ fn import_graph(graph: &GraphProto, opset: i64) -> Result<Graph, OnnxError> {
             problem: "the graph declares no outputs".into(),
         });
     }
-    validate(&imp.g).map_err(|source| OnnxError::Graph { source })?;
+    validate(&imp.g).map_err(|e| OnnxError::Graph {
+        source: Box::new(e),
+    })?;
     Ok(imp.g)
 }
 
@@ -442,11 +444,11 @@ fn bind_output<'m>(
             imp.names.insert(o.as_str(), Val::Const(c));
         }
         Out::Value(v) => {
-            if let Source::Node(n) = imp.g.values[v].source {
-                if emitted.contains(&n) {
-                    imp.g.values[v].name = o.clone();
-                    imp.g.nodes[n].name = name.to_string();
-                }
+            if let Source::Node(n) = imp.g.values[v].source
+                && emitted.contains(&n)
+            {
+                imp.g.values[v].name = o.clone();
+                imp.g.nodes[n].name = name.to_string();
             }
             if emitted.len() == 1 {
                 imp.g.nodes[emitted[0]].name = name.to_string();

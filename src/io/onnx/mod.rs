@@ -46,7 +46,7 @@ use std::path::Path;
 fn onnx_err(path: &Path, error: OnnxError) -> IoError {
     IoError::Onnx {
         path: path.to_path_buf(),
-        error,
+        error: Box::new(error),
     }
 }
 
@@ -59,10 +59,11 @@ pub fn load_onnx(path: &Path) -> Result<Model, IoError> {
         source: e,
     })?;
     let mut graph = import_bytes(&bytes).map_err(|e| onnx_err(path, e))?;
-    if graph.name == "onnx-model" || graph.name == "main_graph" {
-        if let Some(stem) = path.file_stem() {
-            graph.name = stem.to_string_lossy().into_owned();
-        }
+    // Generic graph names (none, or torch.onnx's "main_graph") give way to the file's name.
+    if (graph.name == "onnx-model" || graph.name == "main_graph")
+        && let Some(stem) = path.file_stem()
+    {
+        graph.name = stem.to_string_lossy().into_owned();
     }
     let classes = graph
         .infer_shapes(1)

@@ -151,7 +151,7 @@ pub(crate) fn decode(t: &TensorProto, node: &str) -> Result<Const, OnnxError> {
     })?;
     let raw = &t.raw_data;
     if !raw.is_empty() {
-        let want = n.checked_mul(size).unwrap_or(usize::MAX);
+        let want = n.saturating_mul(size);
         if raw.len() != want {
             return Err(err(format!(
                 "declares dimensions {:?} ({n} elements of {size} bytes) but holds {} bytes",

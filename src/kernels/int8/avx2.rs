@@ -29,6 +29,7 @@ mod x86 {
         nr: 16,
         format: PackFormat::K2I16,
         // 2 vpmaddwd / cycle x 16 MACs x 2 ops (Zen 3: multiply pipes FP0 and FP3).
+        b_abs_max: 128,
         peak_ops_per_cycle: 64.0,
         tile: avx2_mmm_u8s8i32_6x16,
     };
@@ -95,6 +96,147 @@ mod x86 {
             store!(3, c30, c31);
             store!(4, c40, c41);
             store!(5, c50, c51);
+        }
+    }
+
+    /// AVX2 micro-kernel for weights with |b| <= 8 (int4 S4), format K4I8: `vpmaddubsw` sums
+    /// accumulated in s16 over 8 K groups (at most 8 · 2 · 255 · 8 = 32,640: no saturation),
+    /// then widened with `vpmaddwd(·, 1)` and added to the s32 tile.
+    pub static AVX2_MMM_U8S4I32_6X16: MmmKernel = MmmKernel {
+        name: "avx2_mmm_u8s4i32_6x16",
+        path: KernelPath::Avx2,
+        mr: 6,
+        nr: 16,
+        format: PackFormat::K4I8,
+        b_abs_max: 8,
+        // Per 8 groups: 96 vpmaddubsw + 12 vpmaddwd (multiply pipes) for 3072 MACs.
+        peak_ops_per_cycle: 2.0 * 2.0 * 3072.0 / 108.0,
+        tile: avx2_mmm_u8s4i32_6x16,
+    };
+
+    /// As [`AVX2_MMM_U8S4I32_6X16`] for |b| <= 16 (int4 U4 0..15): s16 sums over 4 groups
+    /// (at most 4 · 2 · 255 · 16 = 32,640).
+    pub static AVX2_MMM_U8S5I32_6X16: MmmKernel = MmmKernel {
+        name: "avx2_mmm_u8s5i32_6x16",
+        path: KernelPath::Avx2,
+        mr: 6,
+        nr: 16,
+        format: PackFormat::K4I8,
+        b_abs_max: 16,
+        // Per 4 groups: 48 vpmaddubsw + 12 vpmaddwd for 1536 MACs.
+        peak_ops_per_cycle: 2.0 * 2.0 * 1536.0 / 60.0,
+        tile: avx2_mmm_u8s5i32_6x16,
+    };
+
+    /// SAFETY contract: the raw micro-kernel contract of `TileFn`, on a CPU with AVX2, and
+    /// every B byte in -8..=8.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_mmm_u8s4i32_6x16(
+        groups: usize,
+        a: *const u8,
+        lda: usize,
+        b: *const u8,
+        c: *mut i32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { ubs_s16_tile::<8>(groups, a, lda, b, c, ldc, accumulate) }
+    }
+
+    /// SAFETY contract: the raw micro-kernel contract of `TileFn`, on a CPU with AVX2, and
+    /// every B byte in -16..=16.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_mmm_u8s5i32_6x16(
+        groups: usize,
+        a: *const u8,
+        lda: usize,
+        b: *const u8,
+        c: *mut i32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { ubs_s16_tile::<4>(groups, a, lda, b, c, ldc, accumulate) }
+    }
+
+    /// 6x16 tile, K4I8: s16 accumulators flushed to the s32 C tile every `G` groups.
+    ///
+    /// SAFETY contract: the raw micro-kernel contract, AVX2, and |b| <= 32,767 / (510 · G) for
+    /// every B byte (so G groups of pair sums cannot leave s16).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn ubs_s16_tile<const G: usize>(
+        groups: usize,
+        a: *const u8,
+        lda: usize,
+        b: *const u8,
+        c: *mut i32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: A rows r < 6 at `a + r*lda`, bytes 4g..4g+4 for g < groups; B bytes
+        // 64g..64g+64; C rows r < 6 at `c + r*ldc`, 16 s32 each (raw contract). With the
+        // weight bound, every s16 lane holds at most G pair sums of magnitude <= 510·|b|, so
+        // `vpmaddubsw` never saturates and `vpaddw` never wraps: the sums are exact.
+        unsafe {
+            let z = _mm256_setzero_si256();
+            if !accumulate {
+                for r in 0..6 {
+                    _mm256_storeu_si256(c.add(r * ldc) as *mut __m256i, z);
+                    _mm256_storeu_si256(c.add(r * ldc + 8) as *mut __m256i, z);
+                }
+            }
+            let ones = _mm256_set1_epi16(1);
+            let a0 = a;
+            let a1 = a.add(lda);
+            let a2 = a.add(2 * lda);
+            let a3 = a.add(3 * lda);
+            let a4 = a.add(4 * lda);
+            let a5 = a.add(5 * lda);
+            let mut g = 0;
+            while g < groups {
+                let end = (g + G).min(groups);
+                let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+                let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+                for gg in g..end {
+                    let off = gg * 4;
+                    let bp = b.add(gg * 64);
+                    let b0 = _mm256_loadu_si256(bp as *const __m256i);
+                    let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
+                    macro_rules! row {
+                        ($ar:ident, $x0:ident, $x1:ident) => {
+                            let x =
+                                _mm256_set1_epi32(($ar.add(off) as *const i32).read_unaligned());
+                            $x0 = _mm256_add_epi16($x0, _mm256_maddubs_epi16(x, b0));
+                            $x1 = _mm256_add_epi16($x1, _mm256_maddubs_epi16(x, b1));
+                        };
+                    }
+                    row!(a0, c00, c01);
+                    row!(a1, c10, c11);
+                    row!(a2, c20, c21);
+                    row!(a3, c30, c31);
+                    row!(a4, c40, c41);
+                    row!(a5, c50, c51);
+                }
+                macro_rules! flush {
+                    ($r:expr, $x0:ident, $x1:ident) => {
+                        let p = c.add($r * ldc) as *mut __m256i;
+                        let q = c.add($r * ldc + 8) as *mut __m256i;
+                        let s0 = _mm256_madd_epi16($x0, ones);
+                        let s1 = _mm256_madd_epi16($x1, ones);
+                        _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), s0));
+                        _mm256_storeu_si256(q, _mm256_add_epi32(_mm256_loadu_si256(q), s1));
+                    };
+                }
+                flush!(0, c00, c01);
+                flush!(1, c10, c11);
+                flush!(2, c20, c21);
+                flush!(3, c30, c31);
+                flush!(4, c40, c41);
+                flush!(5, c50, c51);
+                g = end;
+            }
         }
     }
 

@@ -95,6 +95,32 @@ impl KernelPath {
         }
     }
 
+    /// Every micro-kernel of this path (the general one first, then weight-range-restricted
+    /// variants), if the CPU can run the path.
+    pub fn kernels(self) -> Result<Vec<&'static MmmKernel>, Int8Error> {
+        let main = self.kernel()?;
+        #[cfg(target_arch = "x86_64")]
+        if self == KernelPath::Avx2 {
+            return Ok(vec![
+                main,
+                &avx2::AVX2_MMM_U8S5I32_6X16,
+                &avx2::AVX2_MMM_U8S4I32_6X16,
+            ]);
+        }
+        Ok(vec![main])
+    }
+
+    /// The fastest kernel of this path that is exact for weights with `max |b| = b_abs`.
+    pub fn kernel_for_weights(self, b_abs: u32) -> Result<&'static MmmKernel, Int8Error> {
+        let ks = self.kernels()?;
+        let main = ks[0];
+        Ok(ks
+            .into_iter()
+            .filter(|k| b_abs <= k.b_abs_max as u32)
+            .max_by(|x, y| x.peak_ops_per_cycle.total_cmp(&y.peak_ops_per_cycle))
+            .unwrap_or(main))
+    }
+
     /// This path's micro-kernel, if the CPU can run it.
     pub fn kernel(self) -> Result<&'static MmmKernel, Int8Error> {
         if let Some(reason) = self.missing() {
@@ -166,6 +192,9 @@ pub struct MmmKernel {
     /// Columns of the s32 tile.
     pub nr: usize,
     pub format: PackFormat,
+    /// The largest |B| the kernel is exact for: 128 for every s8 weight; smaller for kernels that
+    /// accumulate `vpmaddubsw` sums in s16 (only chosen for weights that fit, e.g. int4).
+    pub b_abs_max: u8,
     /// Theoretical int8 ops (2 per multiply-accumulate) per cycle per core of the instruction mix
     /// on this machine class (AMD Zen 3 for AVX2; Intel figures for the VNNI paths); 0 when not
     /// meaningful (portable). See `X86_64_INT8_GEMM.md`.

@@ -25,6 +25,13 @@ pub enum Int8Error {
         n: usize,
         found: usize,
     },
+    /// Weights outside the range a restricted kernel is exact for.
+    #[error("kernel {kernel} is exact only for weights with |b| <= {max}, found |b| = {found}")]
+    WeightRange {
+        kernel: &'static str,
+        max: u8,
+        found: u32,
+    },
     /// A requantization multiplier outside what the fixed-point epilogue represents.
     #[error("requantization multiplier {value}: {reason}")]
     Multiplier { value: String, reason: &'static str },

@@ -72,6 +72,23 @@ pub enum Weights<'a> {
     Int4 { data: &'a [u8], kind: Int4Kind },
 }
 
+impl Weights<'_> {
+    /// `max |b|` over all weights (0 when empty).
+    pub fn abs_max(&self) -> u32 {
+        match *self {
+            Weights::S8(b) => b
+                .iter()
+                .map(|&v| v.unsigned_abs() as u32)
+                .max()
+                .unwrap_or(0),
+            Weights::Int4 { kind, .. } => {
+                let (lo, hi) = kind.range();
+                lo.unsigned_abs().max(hi.unsigned_abs()) as u32
+            }
+        }
+    }
+}
+
 /// A weight matrix `B[K, N]` packed for one micro-kernel, with its column sums and per-column
 /// zero points (default 0).
 #[derive(Clone)]
@@ -97,9 +114,16 @@ impl std::fmt::Debug for PackedB {
 }
 
 impl PackedB {
-    /// Packs s8 weights for the process's selected kernel.
+    /// Packs s8 weights for the process's selected path, with the fastest of its kernels that
+    /// is exact for these weights' range.
     pub fn new(b: &[i8], k: usize, n: usize, layout: BLayout) -> Result<Self, Int8Error> {
-        Self::pack(selected_kernel()?, Weights::S8(b), k, n, layout)
+        Self::pack_auto(Weights::S8(b), k, n, layout)
+    }
+
+    fn pack_auto(w: Weights<'_>, k: usize, n: usize, layout: BLayout) -> Result<Self, Int8Error> {
+        let path = selected_kernel()?.path;
+        let kernel = path.kernel_for_weights(w.abs_max())?;
+        Self::pack(kernel, w, k, n, layout)
     }
 
     /// Packs int4 weights (two per byte, low nibble first) for the selected kernel.
@@ -110,13 +134,7 @@ impl PackedB {
         n: usize,
         layout: BLayout,
     ) -> Result<Self, Int8Error> {
-        Self::pack(
-            selected_kernel()?,
-            Weights::Int4 { data, kind },
-            k,
-            n,
-            layout,
-        )
+        Self::pack_auto(Weights::Int4 { data, kind }, k, n, layout)
     }
 
     /// Packs weights for a given kernel (see [`KernelPath::kernel`]).
@@ -138,6 +156,16 @@ impl PackedB {
                 expected,
                 found: len,
             });
+        }
+        if kernel.b_abs_max < 128 {
+            let found = w.abs_max();
+            if found > kernel.b_abs_max as u32 {
+                return Err(Int8Error::WeightRange {
+                    kernel: kernel.name,
+                    max: kernel.b_abs_max,
+                    found,
+                });
+            }
         }
         let at = |kk: usize, nn: usize| -> i8 {
             let idx = match layout {

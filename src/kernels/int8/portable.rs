@@ -14,6 +14,7 @@ pub static PORTABLE_MMM_U8S8I32_4X16: MmmKernel = MmmKernel {
     mr: 4,
     nr: 16,
     format: PackFormat::K2I16,
+    b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
     tile: portable_tile_4x16,
 };
@@ -48,6 +49,7 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_6X16: MmmKernel = MmmKernel {
     mr: 6,
     nr: 16,
     format: PackFormat::K4I8,
+    b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
     tile: portable_k4i8_tile_6x16,
 };
@@ -59,6 +61,7 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_8X32: MmmKernel = MmmKernel {
     mr: 8,
     nr: 32,
     format: PackFormat::K4I8,
+    b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
     tile: portable_k4i8_tile_8x32,
 };

@@ -19,13 +19,13 @@ fn conv(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         return Ok(None);
     }
     let kernel = [w[2], w[3]];
-    if let Some(ks) = ctx.ints("kernel_shape")? {
-        if ks.len() != 2 || ks.iter().zip(kernel).any(|(&a, b)| a != b as i64) {
-            return Err(ctx.attr_err(
-                "kernel_shape",
-                format!("is {ks:?} but the weight has shape {w:?}"),
-            ));
-        }
+    if let Some(ks) = ctx.ints("kernel_shape")?
+        && (ks.len() != 2 || ks.iter().zip(kernel).any(|(&a, b)| a != b as i64))
+    {
+        return Err(ctx.attr_err(
+            "kernel_shape",
+            format!("is {ks:?} but the weight has shape {w:?}"),
+        ));
     }
     let (Some(stride), Some(dilation)) = (pair(ctx, "strides")?, pair(ctx, "dilations")?) else {
         return Ok(None);

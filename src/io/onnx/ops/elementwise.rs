@@ -129,7 +129,7 @@ fn dropout(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         // training_mode = true drops activations at inference too.
         if ctx.has_input(2) {
             match ctx.input_const(2)?.and_then(|c| c.scalar()) {
-                Some(t) if t == 0.0 => {}
+                Some(0.0) => {}
                 _ => return Ok(None),
             }
         }

@@ -64,10 +64,11 @@ fn reshape(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         return Err(ctx.err(format!("target shape {shape:?} is too large")));
     }
     let x_shape = ctx.input_shape(0)?;
-    if let (Some(b), Some(xs)) = (ctx.imp.static_batch, &x_shape) {
-        if shape.first() == Some(&(b as i64)) && xs.first() == Some(&b) {
-            shape[0] = 0;
-        }
+    if let (Some(b), Some(xs)) = (ctx.imp.static_batch, &x_shape)
+        && shape.first() == Some(&(b as i64))
+        && xs.first() == Some(&b)
+    {
+        shape[0] = 0;
     }
     let x = ctx.input_value(0, false)?;
     let y = ctx.emit(OpKind::Reshape(ReshapeAttrs { shape }), &[x])?;
