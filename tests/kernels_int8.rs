@@ -445,6 +445,14 @@ fn weight_range_selects_restricted_kernels_and_rejects_misuse() {
                 Err(Int8Error::WeightRange { .. })
             ));
         }
+        if path == KernelPath::Avx2 {
+            let pick = |b| path.kernel_for_weights(b).unwrap().name;
+            assert_eq!(pick(8), "avx2_mmm_u8s4i32_6x16");
+            assert_eq!(pick(15), "avx2_mmm_u8s5i32_6x16");
+            assert_eq!(pick(64), "avx2_mmm_u8s7i32_6x16");
+            assert_eq!(pick(65), "avx2_mmm_u8s8i32_6x16");
+            assert_eq!(pick(128), "avx2_mmm_u8s8i32_6x16");
+        }
         eprintln!(
             "{}: int4 S4 -> {}, U4 -> {}, s8 -> {}",
             path.name(),

@@ -33,6 +33,9 @@ pub struct BenchGemmArgs {
     /// Only 256^3 and 6272x144x32.
     #[arg(long)]
     pub quick: bool,
+    /// Before each round, wait up to this many seconds for other processes to go quiet.
+    #[arg(long, default_value_t = 20.0)]
+    pub wait_quiet_s: f64,
     /// Shapes to run instead of the standard five, as `MxKxN[,MxKxN...]`.
     #[arg(long)]
     pub shapes: Option<String>,
@@ -79,18 +82,83 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds per call, as the mean over enough calls to last `min_s`.
-fn time_per_call(inner: usize, f: &mut dyn FnMut()) -> f64 {
+/// Busy jiffies of all CPUs (`/proc/stat`) and of this process (`/proc/self/stat`).
+fn jiffies() -> Option<(u64, u64)> {
+    let all = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = all
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy = v.iter().sum::<u64>() - v.get(3)? - v.get(4)?;
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<&str> = me.rsplit_once(')')?.1.split_whitespace().collect();
+    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((busy, own))
+}
+
+/// CPU cores used by other processes while `f` ran (Linux; 0 elsewhere), from jiffies at 100 Hz.
+fn foreign_cores(f: &mut dyn FnMut()) -> f64 {
     let t = Instant::now();
-    for _ in 0..inner {
-        f();
+    let j0 = jiffies();
+    f();
+    match (j0, jiffies()) {
+        (Some((b0, o0)), Some((b1, o1))) => {
+            let other = (b1 - b0).saturating_sub(o1 - o0) as f64 / 100.0;
+            other / t.elapsed().as_secs_f64().max(1e-3)
+        }
+        _ => 0.0,
     }
-    t.elapsed().as_secs_f64() / inner as f64
+}
+
+/// Waits (at most `max_s`) until other processes use under 0.15 cores for a second.
+fn wait_quiet(max_s: f64) -> f64 {
+    let t = Instant::now();
+    loop {
+        let f = foreign_cores(&mut || std::thread::sleep(std::time::Duration::from_secs(1)));
+        if f < 0.15 || t.elapsed().as_secs_f64() >= max_s {
+            return f;
+        }
+    }
+}
+
+/// A run during which other processes used at least this many cores is "noisy".
+const NOISY_CORES: f64 = 0.2;
+
+/// Seconds per call, as the mean over `inner` calls, and the foreign load during them.
+fn time_per_call(inner: usize, f: &mut dyn FnMut()) -> (f64, f64) {
+    let mut dt = 0.0;
+    let load = foreign_cores(&mut || {
+        let t = Instant::now();
+        for _ in 0..inner {
+            f();
+        }
+        dt = t.elapsed().as_secs_f64() / inner as f64;
+    });
+    (dt, load)
+}
+
+/// Median over the clean runs when at least 3 are clean, else over all runs; and whether
+/// noisy runs had to be used.
+fn clean_median(runs: &[(f64, f64)]) -> (f64, bool) {
+    let clean: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.1 < NOISY_CORES)
+        .map(|r| r.0)
+        .collect();
+    if clean.len() >= 3 {
+        (median(clean), false)
+    } else {
+        (median(runs.iter().map(|r| r.0).collect()), true)
+    }
 }
 
 fn calibrate(min_s: f64, f: &mut dyn FnMut()) -> usize {
     f();
-    let t1 = time_per_call(1, f);
+    let t1 = time_per_call(1, f).0;
     ((min_s / t1.max(1e-9)).ceil() as usize).clamp(1, 1_000_000)
 }
 
@@ -180,13 +248,30 @@ pub fn run(a: BenchGemmArgs) -> anyhow::Result<()> {
             .map(|c| calibrate(min_s, &mut || call(c)))
             .collect();
         let mut secs = vec![Vec::new(); nconf];
-        for _ in 0..a.repeats {
-            for c in 0..nconf {
-                secs[c].push(time_per_call(inner[c], &mut || call(c)));
+        // Interleaved repeats; a noisy round earns an extra one (at most `repeats` extra).
+        let mut extra = 0;
+        let mut round = 0;
+        while round < a.repeats + extra {
+            if a.wait_quiet_s > 0.0 {
+                wait_quiet(a.wait_quiet_s);
             }
+            let mut noisy = false;
+            for c in 0..nconf {
+                let r = time_per_call(inner[c], &mut || call(c));
+                noisy |= r.1 >= NOISY_CORES;
+                secs[c].push(r);
+            }
+            if noisy && extra < a.repeats {
+                extra += 1;
+            }
+            round += 1;
         }
         let ops = 2.0 * (m * n * k) as f64;
-        let gops: Vec<f64> = secs.into_iter().map(|s| ops / median(s) / 1e9).collect();
+        let meds: Vec<(f64, bool)> = secs.iter().map(|s| clean_median(s)).collect();
+        let used_noisy = meds.iter().any(|m| m.1);
+        let noisy_runs = secs.iter().flatten().filter(|r| r.1 >= NOISY_CORES).count();
+        let total_runs = secs.iter().map(Vec::len).sum::<usize>();
+        let gops: Vec<f64> = meds.iter().map(|m| ops / m.0 / 1e9).collect();
         let f32_gops = gops[kernels.len()];
         let f32_peak = F32_OPS_PER_CYCLE * hz * threads as f64 / 1e9;
         let paths: Vec<_> = kernels
@@ -209,6 +294,7 @@ pub fn run(a: BenchGemmArgs) -> anyhow::Result<()> {
             .collect();
         rows.push(json!({
             "M": m, "K": k, "N": n, "paths": paths,
+            "noisy_runs": noisy_runs, "runs": total_runs, "median_used_noisy_runs": used_noisy,
             "f32": {"gops": f32_gops, "backend": "gemm crate (kernels::sgemm)",
                     "peak_gops": f32_peak, "pct_of_peak": 100.0 * f32_gops / f32_peak},
         }));
@@ -284,11 +370,18 @@ fn print_table(
             );
         }
         println!(
-            "{:<16} {:<30} {:>9.1} {:>7.0}%",
+            "{:<16} {:<30} {:>9.1} {:>7.0}%   ({} of {} runs disturbed by other processes{})",
             shape,
             "f32 (gemm crate)",
             r["f32"]["gops"].as_f64().unwrap_or(0.0),
-            r["f32"]["pct_of_peak"].as_f64().unwrap_or(0.0)
+            r["f32"]["pct_of_peak"].as_f64().unwrap_or(0.0),
+            r["noisy_runs"],
+            r["runs"],
+            if r["median_used_noisy_runs"].as_bool() == Some(true) {
+                "; median includes them"
+            } else {
+                ""
+            }
         );
     }
     for u in machine["unavailable_paths"]

@@ -114,6 +114,90 @@ mod x86 {
         tile: avx2_mmm_u8s4i32_6x16,
     };
 
+    /// AVX2 micro-kernel for 7-bit weights, |b| <= 64 (e.g. quantized with a reduced range),
+    /// format K4I8: the `vpmaddubsw` → `vpmaddwd(·, 1)` → `vpaddd` chain, exact because a pair
+    /// sum is at most 2 · 255 · 64 = 32,640 (no saturation).
+    pub static AVX2_MMM_U8S7I32_6X16: MmmKernel = MmmKernel {
+        name: "avx2_mmm_u8s7i32_6x16",
+        path: KernelPath::Avx2,
+        mr: 6,
+        nr: 16,
+        format: PackFormat::K4I8,
+        b_abs_max: 64,
+        // 2 multiply-pipe instructions per 32 MACs.
+        peak_ops_per_cycle: 64.0,
+        tile: avx2_mmm_u8s7i32_6x16,
+    };
+
+    /// SAFETY contract: the raw micro-kernel contract of `TileFn`, on a CPU with AVX2, and
+    /// every B byte in -64..=64.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_mmm_u8s7i32_6x16(
+        groups: usize,
+        a: *const u8,
+        lda: usize,
+        b: *const u8,
+        c: *mut i32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: A rows r < 6 at `a + r*lda`, bytes 4g..4g+4; B bytes 64g..64g+64; C rows
+        // r < 6 at `c + r*ldc`, 16 s32 each (raw contract); unaligned forms. With |b| <= 64
+        // each `vpmaddubsw` pair sum is exact, and `vpmaddwd(·, 1)` sums two of them in s32.
+        unsafe {
+            let z = _mm256_setzero_si256();
+            let ones = _mm256_set1_epi16(1);
+            let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+            let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+            let a0 = a;
+            let a1 = a.add(lda);
+            let a2 = a.add(2 * lda);
+            let a3 = a.add(3 * lda);
+            let a4 = a.add(4 * lda);
+            let a5 = a.add(5 * lda);
+            let mut bp = b;
+            for g in 0..groups {
+                let off = g * 4;
+                let b0 = _mm256_loadu_si256(bp as *const __m256i);
+                let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
+                bp = bp.add(64);
+                macro_rules! row {
+                    ($ar:ident, $x0:ident, $x1:ident) => {
+                        let x = _mm256_set1_epi32(($ar.add(off) as *const i32).read_unaligned());
+                        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
+                        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
+                        $x0 = _mm256_add_epi32($x0, p0);
+                        $x1 = _mm256_add_epi32($x1, p1);
+                    };
+                }
+                row!(a0, c00, c01);
+                row!(a1, c10, c11);
+                row!(a2, c20, c21);
+                row!(a3, c30, c31);
+                row!(a4, c40, c41);
+                row!(a5, c50, c51);
+            }
+            macro_rules! store {
+                ($r:expr, $x0:ident, $x1:ident) => {
+                    let p = c.add($r * ldc) as *mut __m256i;
+                    let q = c.add($r * ldc + 8) as *mut __m256i;
+                    if accumulate {
+                        $x0 = _mm256_add_epi32($x0, _mm256_loadu_si256(p));
+                        $x1 = _mm256_add_epi32($x1, _mm256_loadu_si256(q));
+                    }
+                    _mm256_storeu_si256(p, $x0);
+                    _mm256_storeu_si256(q, $x1);
+                };
+            }
+            store!(0, c00, c01);
+            store!(1, c10, c11);
+            store!(2, c20, c21);
+            store!(3, c30, c31);
+            store!(4, c40, c41);
+            store!(5, c50, c51);
+        }
+    }
+
     /// As [`AVX2_MMM_U8S4I32_6X16`] for |b| <= 16 (int4 U4 0..15): s16 sums over 4 groups
     /// (at most 4 · 2 · 255 · 16 = 32,640).
     pub static AVX2_MMM_U8S5I32_6X16: MmmKernel = MmmKernel {

@@ -103,6 +103,7 @@ impl KernelPath {
         if self == KernelPath::Avx2 {
             return Ok(vec![
                 main,
+                &avx2::AVX2_MMM_U8S7I32_6X16,
                 &avx2::AVX2_MMM_U8S5I32_6X16,
                 &avx2::AVX2_MMM_U8S4I32_6X16,
             ]);
@@ -110,14 +111,15 @@ impl KernelPath {
         Ok(vec![main])
     }
 
-    /// The fastest kernel of this path that is exact for weights with `max |b| = b_abs`.
+    /// The kernel of this path for weights with `max |b| = b_abs`: the narrowest one that is
+    /// exact for them (narrower kernels keep more in s16 and are faster).
     pub fn kernel_for_weights(self, b_abs: u32) -> Result<&'static MmmKernel, Int8Error> {
         let ks = self.kernels()?;
         let main = ks[0];
         Ok(ks
             .into_iter()
             .filter(|k| b_abs <= k.b_abs_max as u32)
-            .max_by(|x, y| x.peak_ops_per_cycle.total_cmp(&y.peak_ops_per_cycle))
+            .min_by_key(|k| k.b_abs_max)
             .unwrap_or(main))
     }
 
