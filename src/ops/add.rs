@@ -4,8 +4,8 @@ use super::{OpError, error::invalid};
 use crate::tensor::Tensor;
 use ndarray::{Axis, IxDyn};
 
-/// Broadcast shape of `a` and `b`.
-pub fn output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
+/// Broadcast shape of `a` and `b` (numpy rules); `op` names the operator in the error.
+pub fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
     let r = a.len().max(b.len());
     let at = |s: &[usize], i: usize| {
         if i + s.len() < r {
@@ -20,11 +20,16 @@ pub fn output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
             (1, y) => Ok(y),
             (x, 1) => Ok(x),
             _ => Err(invalid(
-                "Add",
+                op,
                 format!("shapes {a:?} and {b:?} do not broadcast"),
             )),
         })
         .collect()
+}
+
+/// Broadcast shape of `a` and `b`.
+pub fn output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
+    broadcast_shape("Add", a, b)
 }
 
 /// a + b.

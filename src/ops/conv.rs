@@ -5,6 +5,7 @@
 //! (depthwise) run a direct loop. Images are processed in parallel chunks whose size depends only
 //! on the batch size, and weight gradients are summed over chunks in a fixed order.
 
+use super::im2col::{chunk_cols, chunk_cols_vec, col2im};
 use super::par::{chunk_len, fast_sum};
 use super::scratch::with_scratch;
 use super::{Forward, OpError, Saved, error::invalid};
@@ -37,32 +38,32 @@ impl Conv2dAttrs {
 
 /// Geometry of one convolution call, derived from attributes and shapes.
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    groups: usize,
-    cin_g: usize,
-    cout_g: usize,
-    sh: usize,
-    sw: usize,
-    pt: usize,
-    pl: usize,
-    dh: usize,
-    dw: usize,
+pub(super) struct Geom {
+    pub(super) n: usize,
+    pub(super) cin: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) cout: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    pub(super) groups: usize,
+    pub(super) cin_g: usize,
+    pub(super) cout_g: usize,
+    pub(super) sh: usize,
+    pub(super) sw: usize,
+    pub(super) pt: usize,
+    pub(super) pl: usize,
+    pub(super) dh: usize,
+    pub(super) dw: usize,
 }
 
 impl Geom {
-    fn k(&self) -> usize {
+    pub(super) fn k(&self) -> usize {
         self.cin_g * self.kh * self.kw
     }
-    fn p(&self) -> usize {
+    pub(super) fn p(&self) -> usize {
         self.oh * self.ow
     }
     fn direct(&self) -> bool {
@@ -147,149 +148,6 @@ pub fn output_shape(a: &Conv2dAttrs, inputs: &[&[usize]]) -> Result<Vec<usize>, 
         }
     }
     Ok(vec![g.n, g.cout, g.oh, g.ow])
-}
-
-/// im2col of one group of one image into rows of stride `rs`:
-/// `col[((c*kh+i)*kw+j)*rs + oy*ow+ox] = x[c][iy][ix]` (0 outside the image).
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32], rs: usize) {
-    let p = g.p();
-    for c in 0..g.cin_g {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &mut col[((c * g.kh + i) * g.kw + j) * rs..][..p];
-                for oy in 0..g.oh {
-                    let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let off = (j * g.dw) as isize - g.pl as isize;
-                    if g.sw == 1 {
-                        // Contiguous run with zero edges.
-                        let lo = (-off).clamp(0, g.ow as isize) as usize;
-                        let hi = (g.w as isize - off).clamp(lo as isize, g.ow as isize) as usize;
-                        out[..lo].fill(0.0);
-                        let s = (lo as isize + off) as usize;
-                        out[lo..hi].copy_from_slice(&src[s..s + hi - lo]);
-                        out[hi..].fill(0.0);
-                    } else {
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            let ix = (ox * g.sw) as isize + off;
-                            *o = if ix >= 0 && ix < g.w as isize {
-                                src[ix as usize]
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Adjoint of [`im2col`]: adds the columns (rows of stride `rs`) back into the image gradient.
-fn col2im(g: &Geom, col: &[f32], rs: usize, dx: &mut [f32]) {
-    for c in 0..g.cin_g {
-        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &col[((c * g.kh + i) * g.kw + j) * rs..][..g.p()];
-                for oy in 0..g.oh {
-                    let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let src = &row[oy * g.ow..(oy + 1) * g.ow];
-                    let off = (j * g.dw) as isize - g.pl as isize;
-                    if g.sw == 1 {
-                        let lo = (-off).clamp(0, g.ow as isize) as usize;
-                        let hi = (g.w as isize - off).clamp(lo as isize, g.ow as isize) as usize;
-                        let s = (lo as isize + off) as usize;
-                        dst[s..s + hi - lo]
-                            .iter_mut()
-                            .zip(&src[lo..hi])
-                            .for_each(|(d, v)| *d += v);
-                    } else {
-                        for (ox, v) in src.iter().enumerate() {
-                            let ix = (ox * g.sw) as isize + off;
-                            if ix >= 0 && ix < g.w as isize {
-                                dst[ix as usize] += v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Column buffer of a chunk of `nb` images, group-major: for group `gr`, a [K, nb·P] matrix
-/// whose column `n·P + p` is output position `p` of image `n`.
-fn chunk_cols(g: &Geom, x: &[f32], nb: usize, col: &mut [f32]) {
-    let (k, p, img_in) = (g.k(), g.p(), g.cin * g.h * g.w);
-    for gr in 0..g.groups {
-        let cg = &mut col[gr * k * nb * p..][..k * nb * p];
-        for n in 0..nb {
-            let xg = &x[n * img_in + gr * g.cin_g * g.h * g.w..][..g.cin_g * g.h * g.w];
-            im2col(g, xg, &mut cg[n * p..], nb * p);
-        }
-    }
-}
-
-/// The same columns as [`chunk_cols`], appended in memory order to a fresh vector (no zero-fill
-/// pass over a buffer that is overwritten anyway).
-fn chunk_cols_vec(g: &Geom, x: &[f32], nb: usize) -> Vec<f32> {
-    let (p, img_in, plane) = (g.p(), g.cin * g.h * g.w, g.h * g.w);
-    let mut v = Vec::with_capacity(g.groups * g.k() * nb * p);
-    for gr in 0..g.groups {
-        for c in 0..g.cin_g {
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    for n in 0..nb {
-                        let src = &x[n * img_in + (gr * g.cin_g + c) * plane..][..plane];
-                        emit_row(g, src, i, j, &mut v);
-                    }
-                }
-            }
-        }
-    }
-    v
-}
-
-/// Appends im2col row (i, j) of one input plane: the P values it contributes to the columns.
-fn emit_row(g: &Geom, plane: &[f32], i: usize, j: usize, v: &mut Vec<f32>) {
-    let off = (j * g.dw) as isize - g.pl as isize;
-    let zeros = |v: &mut Vec<f32>, n: usize| v.resize(v.len() + n, 0.0);
-    for oy in 0..g.oh {
-        let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-        if iy < 0 || iy >= g.h as isize {
-            zeros(v, g.ow);
-            continue;
-        }
-        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-        if g.sw == 1 {
-            let lo = (-off).clamp(0, g.ow as isize) as usize;
-            let hi = (g.w as isize - off).clamp(lo as isize, g.ow as isize) as usize;
-            zeros(v, lo);
-            let s = (lo as isize + off) as usize;
-            v.extend_from_slice(&src[s..s + hi - lo]);
-            zeros(v, g.ow - hi);
-        } else {
-            v.extend((0..g.ow).map(|ox| {
-                let ix = (ox * g.sw) as isize + off;
-                if ix >= 0 && ix < g.w as isize {
-                    src[ix as usize]
-                } else {
-                    0.0
-                }
-            }));
-        }
-    }
 }
 
 /// Forward pass. Keeps the im2col columns when `keep` (training).

@@ -13,6 +13,7 @@ pub mod conv;
 pub mod dropout;
 pub mod error;
 pub mod fake_quant;
+pub mod im2col;
 pub mod linear;
 pub mod loss;
 pub mod matmul;

@@ -1,32 +1,14 @@
 //! Elementwise product with numpy broadcasting: scaling by a constant (a scalar or per-channel
 //! factors, as ONNX `Mul` by an initializer) or the product of two activations.
 
+use super::OpError;
 use super::add::reduce_to;
-use super::{OpError, error::invalid};
 use crate::tensor::Tensor;
 use ndarray::IxDyn;
 
 /// Broadcast shape of `a` and `b`.
 pub fn output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
-    let r = a.len().max(b.len());
-    let at = |s: &[usize], i: usize| {
-        if i + s.len() < r {
-            1
-        } else {
-            s[i + s.len() - r]
-        }
-    };
-    (0..r)
-        .map(|i| match (at(a, i), at(b, i)) {
-            (x, y) if x == y => Ok(x),
-            (1, y) => Ok(y),
-            (x, 1) => Ok(x),
-            _ => Err(invalid(
-                "Mul",
-                format!("shapes {a:?} and {b:?} do not broadcast"),
-            )),
-        })
-        .collect()
+    super::add::broadcast_shape("Mul", a, b)
 }
 
 /// a ⊙ b.
