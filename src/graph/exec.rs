@@ -71,10 +71,25 @@ impl Graph {
         need_backward: bool,
         rng: &mut ChaCha8Rng,
     ) -> Result<Trace, GraphError> {
+        self.forward_tapped(inputs, mode, need_backward, rng, &mut |_, _| {})
+    }
+
+    /// [`Graph::forward`] that also shows each graph input and node output to `tap` as it is
+    /// produced (observers and analysis read activations this way without keeping them).
+    pub fn forward_tapped(
+        &self,
+        inputs: &[Tensor],
+        mode: Mode,
+        need_backward: bool,
+        rng: &mut ChaCha8Rng,
+        tap: &mut dyn FnMut(ValueId, &Tensor),
+    ) -> Result<Trace, GraphError> {
         self.check_inputs(inputs)?;
         let mut values: Vec<Option<Tensor>> = vec![None; self.values.len()];
         for (i, &v) in self.inputs.iter().enumerate() {
-            values[v] = Some(crate::tensor::standard(inputs[i].clone()));
+            let x = crate::tensor::standard(inputs[i].clone());
+            tap(v, &x);
+            values[v] = Some(x);
         }
         // Remaining uses of each value, to free activations early during inference.
         let mut uses = vec![0usize; self.values.len()];
@@ -117,6 +132,7 @@ impl Graph {
                     updates.push((p, t));
                 }
             }
+            tap(node.output, &f.output);
             values[node.output] = Some(f.output);
             saved.push(if need_backward { f.saved } else { Saved::None });
             if !need_backward {

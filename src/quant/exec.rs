@@ -3,88 +3,29 @@
 //! (calibration) and analysis (SQNR, clipped fractions, histograms) use it, so they never keep
 //! more than one batch's live activations. Depends on `graph` and `ops`.
 
-use crate::graph::{Graph, GraphError, Source, ValueId};
-use crate::ops::{FwdCtx, Mode};
-use crate::tensor::{Tensor, standard};
+use crate::graph::{Graph, GraphError, ValueId};
+use crate::ops::Mode;
+use crate::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Runs `g` on one batch `x`, calling `tap(value, tensor)` for the input and each node output;
-/// returns the first graph output.
+/// returns the first graph output. A thin wrapper over [`Graph::forward_tapped`] in inference
+/// mode (values freed after their last use).
 pub fn run_tapped(
     g: &Graph,
     x: &Tensor,
     tap: &mut dyn FnMut(ValueId, &Tensor),
 ) -> Result<Tensor, GraphError> {
-    if g.inputs.len() != 1 {
-        return Err(GraphError::Inputs {
-            expected: g.inputs.len(),
-            found: 1,
-        });
-    }
-    if x.ndim() != g.input_shape.len() + 1 || x.shape()[1..] != g.input_shape[..] {
-        return Err(GraphError::InputShape {
-            expected: g.input_shape.clone(),
-            found: x.shape().to_vec(),
-        });
-    }
-    let mut uses = vec![0usize; g.values.len()];
-    for n in &g.nodes {
-        for &i in &n.inputs {
-            uses[i] += 1;
-        }
-    }
-    for &o in &g.outputs {
-        uses[o] += 1;
-    }
-    let mut values: Vec<Option<Tensor>> = vec![None; g.values.len()];
-    let xin = standard(x.clone());
-    tap(g.inputs[0], &xin);
-    values[g.inputs[0]] = Some(xin);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    for node in &g.nodes {
-        let out = {
-            let ins: Vec<&Tensor> = node
-                .inputs
-                .iter()
-                .map(|&v| match g.values[v].source {
-                    Source::Param(p) => Some(&g.params[p].tensor),
-                    _ => values[v].as_ref(),
-                })
-                .map(|t| {
-                    t.ok_or_else(|| GraphError::Undefined {
-                        node: node.name.clone(),
-                        value: "an input".into(),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let mut ctx = FwdCtx {
-                mode: Mode::Eval,
-                need_backward: false,
-                rng: &mut rng,
-            };
-            node.op
-                .forward(&ins, &mut ctx)
-                .map_err(|e| GraphError::Op {
-                    node: node.name.clone(),
-                    source: e,
-                })?
-                .output
-        };
-        tap(node.output, &out);
-        values[node.output] = Some(out);
-        for &v in &node.inputs {
-            uses[v] -= 1;
-            if uses[v] == 0 && !matches!(g.values[v].source, Source::Param(_)) {
-                values[v] = None;
-            }
-        }
-    }
-    let o = g.outputs[0];
-    values[o].take().ok_or_else(|| GraphError::Undefined {
-        node: "<outputs>".into(),
-        value: g.values[o].name.clone(),
-    })
+    let trace = g.forward_tapped(std::slice::from_ref(x), Mode::Eval, false, &mut rng, tap)?;
+    trace
+        .output(g, 0)
+        .cloned()
+        .ok_or_else(|| GraphError::Undefined {
+            node: "<outputs>".into(),
+            value: g.values[g.outputs[0]].name.clone(),
+        })
 }
 
 #[cfg(test)]
