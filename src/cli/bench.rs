@@ -5,7 +5,7 @@
 //! (the `gemm` crate) versus the baseline engine configuration using `matrixmultiply` (the GEMM
 //! behind `ndarray::dot`), runs interleaved, medians reported.
 
-use super::common::{DataArgs, print_json};
+use super::common::{DataArgs, median, print_json};
 use crate::data::{Normalization, Split};
 use crate::kernels::{FloatBackend, set_float_backend};
 use crate::train::throughput::train_images_per_s;
@@ -53,11 +53,6 @@ pub struct BenchTrainArgs {
 /// PyTorch 2.15's steady-state training throughput for seed-cnn, batch 64, 2 threads on this
 /// machine class, as quoted by the foundation issue. A quoted target, not measured here.
 const PYTORCH_SEED_CNN_QUOTED: f64 = 10_300.0;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Runs `qatlas bench`.
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {

@@ -77,11 +77,6 @@ fn parse_shapes(s: &str) -> Result<Vec<(usize, usize, usize)>, String> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Busy jiffies of all CPUs (`/proc/stat`) and of this process (`/proc/self/stat`).
 fn jiffies() -> Option<(u64, u64)> {
     let all = std::fs::read_to_string("/proc/stat").ok()?;
@@ -144,15 +139,18 @@ fn time_per_call(inner: usize, f: &mut dyn FnMut()) -> (f64, f64) {
 /// Median over the clean runs when at least 3 are clean, else over all runs; and whether
 /// noisy runs had to be used.
 fn clean_median(runs: &[(f64, f64)]) -> (f64, bool) {
-    let clean: Vec<f64> = runs
+    let mut clean: Vec<f64> = runs
         .iter()
         .filter(|r| r.1 < NOISY_CORES)
         .map(|r| r.0)
         .collect();
     if clean.len() >= 3 {
-        (median(clean), false)
+        (super::common::median(&mut clean), false)
     } else {
-        (median(runs.iter().map(|r| r.0).collect()), true)
+        (
+            super::common::median(&mut runs.iter().map(|r| r.0).collect::<Vec<_>>()),
+            true,
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 //! Also `qatlas bench sensitivity`: the time of a full sweep against the float evaluation of
 //! the same images, once per configuration, measured in the same run.
 
-use super::common::{DataArgs, default_model, print_json};
+use super::common::{DataArgs, default_model, median, print_json};
 use super::ptq::PlanArgs;
 use crate::analysis::sensitivity::{
     LayerSensitivity, SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig,
@@ -77,6 +77,43 @@ fn print_row(l: &LayerSensitivity) {
     );
 }
 
+/// The data a sweep reads: normalisation, calibration images (train split), evaluation images
+/// (test split), loaded and checked the same way by the command and its benchmark.
+struct SweepInputs {
+    norm: crate::data::Normalization,
+    calib: crate::data::Dataset,
+    eval: crate::data::Dataset,
+}
+
+impl SweepInputs {
+    fn load(
+        data: &DataArgs,
+        model: &crate::io::Model,
+        calib_samples: usize,
+        samples: usize,
+    ) -> anyhow::Result<Self> {
+        let norm = data.normalization(&model.meta.normalization)?;
+        let calib = data.load(Split::Train, Some(calib_samples))?;
+        let eval = data.load(Split::Test, Some(samples))?;
+        norm.validate(calib.c)?;
+        Ok(SweepInputs { norm, calib, eval })
+    }
+
+    fn data<'a>(
+        &'a self,
+        model: &'a crate::io::Model,
+        plan: &'a crate::quant::QuantPlan,
+    ) -> SweepData<'a> {
+        SweepData {
+            model: &model.graph,
+            plan,
+            calib: &self.calib,
+            eval: &self.eval,
+            norm: &self.norm,
+        }
+    }
+}
+
 /// Runs `qatlas sensitivity`.
 pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -86,23 +123,14 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let plan = a.plan.plan(&model.graph, crate::quant::Precision::Int4)?;
-    let norm = a.data.normalization(&model.meta.normalization)?;
-    let calib = a.data.load(Split::Train, Some(a.calib_samples))?;
-    let eval = a.data.load(Split::Test, Some(a.samples))?;
-    norm.validate(calib.c)?;
+    let inputs = SweepInputs::load(&a.data, &model, a.calib_samples, a.samples)?;
     let cfg = SweepConfig {
         mode: a.mode,
         samples: a.samples,
         calib_samples: a.calib_samples,
         batch: a.batch,
     };
-    let d = SweepData {
-        model: &model.graph,
-        plan: &plan,
-        calib: &calib,
-        eval: &eval,
-        norm: &norm,
-    };
+    let d = inputs.data(&model, &plan);
     let printing = !a.json;
     let out = Mutex::new(());
     let on_event = |e: SensitivityEvent| {
@@ -193,11 +221,6 @@ pub struct BenchSensitivityArgs {
     pub json: bool,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Runs `qatlas bench sensitivity`: full sweeps (both modes, every layer) without cache, the
 /// baseline (float evaluation of the same images once per evaluated configuration), and one
 /// cached repeat.
@@ -209,22 +232,14 @@ pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let plan = crate::quant::QuantPlan::default_for(&model.graph, a.precision);
-    let norm = a.data.normalization(&model.meta.normalization)?;
-    let calib = a.data.load(Split::Train, Some(a.calib_samples))?;
-    let eval = a.data.load(Split::Test, Some(a.samples))?;
+    let inputs = SweepInputs::load(&a.data, &model, a.calib_samples, a.samples)?;
     let cfg = SweepConfig {
         mode: SweepMode::Both,
         samples: a.samples,
         calib_samples: a.calib_samples,
         batch: a.batch,
     };
-    let d = SweepData {
-        model: &model.graph,
-        plan: &plan,
-        calib: &calib,
-        eval: &eval,
-        norm: &norm,
-    };
+    let d = inputs.data(&model, &plan);
     let layers = plan.layers.len();
     // float + all quantized + 2 per layer
     let configs = 2 + 2 * layers;
@@ -237,7 +252,7 @@ pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
         sweeps.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         for _ in 0..configs {
-            evaluate(&model.graph, &eval, &norm, a.batch)?;
+            evaluate(&model.graph, &inputs.eval, &inputs.norm, a.batch)?;
         }
         baselines.push(t.elapsed().as_secs_f64());
         eprintln!(
@@ -253,11 +268,11 @@ pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
     let cached_s = t.elapsed().as_secs_f64();
     let (s, b) = (median(&mut sweeps), median(&mut baselines));
     let threads = rayon::current_num_threads();
-    let images = (configs * eval.len()) as f64;
+    let images = (configs * inputs.eval.len()) as f64;
     if a.json {
         return print_json(&json!({
             "model": path.display().to_string(), "precision": a.precision.name(), "layers": layers,
-            "configurations": configs, "images": eval.len(), "calib_images": calib.len(),
+            "configurations": configs, "images": inputs.eval.len(), "calib_images": inputs.calib.len(),
             "threads": threads, "sweep_seconds": s, "baseline_seconds": b, "ratio": s / b,
             "baseline": "float evaluation of the same images once per configuration",
             "images_per_s": images / s, "cached_seconds": cached_s, "cached": again.cached,
@@ -267,8 +282,8 @@ pub fn bench(a: BenchSensitivityArgs) -> anyhow::Result<()> {
         "sensitivity sweep, {} ({} layers, both modes, {} images, {} calibration images, {threads} threads, median of {}):",
         path.display(),
         layers,
-        eval.len(),
-        calib.len(),
+        inputs.eval.len(),
+        inputs.calib.len(),
         a.repeats
     );
     println!(
