@@ -210,18 +210,8 @@ impl MmmKernel {
         self.nr * 4
     }
 
-    /// Safe wrapper of the micro-kernel: checks every slice bound the kernel touches.
-    #[allow(clippy::too_many_arguments)]
-    pub fn run_tile(
-        &self,
-        groups: usize,
-        a: &[u8],
-        lda: usize,
-        b: &[u8],
-        c: &mut [i32],
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    /// Checks the A and B panels and strides of one tile call (programming errors: panics).
+    fn check_panels(&self, groups: usize, a: &[u8], lda: usize, b: &[u8], ldc: usize) {
         debug_assert!(self.path.missing().is_none(), "{} unsupported", self.name);
         assert!(
             lda >= groups * 4 && ldc >= self.nr,
@@ -234,12 +224,27 @@ impl MmmKernel {
             self.name
         );
         assert!(b.len() >= groups * self.nr * 4, "{}: B panel", self.name);
+    }
+
+    /// Safe wrapper of the micro-kernel: checks every slice bound the kernel touches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_tile(
+        &self,
+        groups: usize,
+        a: &[u8],
+        lda: usize,
+        b: &[u8],
+        c: &mut [i32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        self.check_panels(groups, a, lda, b, ldc);
         assert!(
             c.len() >= (self.mr - 1) * ldc + self.nr,
             "{}: C tile",
             self.name
         );
-        // SAFETY: the bounds above cover every byte the raw contract reads and every s32 it
+        // SAFETY: the bounds checked by `check_panels` and the C check above cover every byte the raw contract reads and every s32 it
         // writes; `c` is a unique borrow so it aliases neither input; the descriptor came from
         // `KernelPath::kernel`, which checked that the CPU has the kernel's instruction set.
         unsafe {
@@ -273,19 +278,8 @@ impl MmmKernel {
         ldc: usize,
         accumulate: bool,
     ) {
-        debug_assert!(self.path.missing().is_none(), "{} unsupported", self.name);
-        assert!(
-            lda >= groups * 4 && ldc >= self.nr,
-            "{}: strides",
-            self.name
-        );
-        assert!(
-            a.len() >= (self.mr - 1) * lda + groups * 4,
-            "{}: A panel",
-            self.name
-        );
-        assert!(b.len() >= groups * self.nr * 4, "{}: B panel", self.name);
-        // SAFETY: A and B bounds checked above, C by the caller's contract; the descriptor's
+        self.check_panels(groups, a, lda, b, ldc);
+        // SAFETY: A and B bounds checked by `check_panels`, C by the caller's contract; the descriptor's
         // instruction set was checked by `KernelPath::kernel`.
         unsafe { (self.tile)(groups, a.as_ptr(), lda, b.as_ptr(), c, ldc, accumulate) }
     }
