@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod kernels;
 pub mod ops;
 pub mod quant;
+pub mod runtime;
 pub mod tensor;
 pub mod train;
 pub mod zoo;

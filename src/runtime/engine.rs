@@ -1,0 +1,402 @@
+//! The executor: a validated [`ModelSpec`] with its layers built ([`Layer`]), run on a batch
+//! split into chunks of images that rayon processes in parallel. Each worker thread keeps its
+//! slot buffers and scratch between calls (nothing is allocated per call once warm); within a
+//! chunk the steps run in order on the calling thread, and when the whole batch is a single
+//! chunk the GEMMs may use the pool instead.
+//!
+//! Elementwise steps reproduce the fake-quant simulation's float arithmetic exactly:
+//! dequantization is `(u − zp) · s` in f32 (the simulation's `(q − zp) · scale`), quantization
+//! `clamp(round_half_even(x · (1/s)) + zp)`, Add sums the two dequantized values in f32, and
+//! average pools sum dequantized values in the float op's order (so they are bit-identical too).
+
+use super::error::{RuntimeError, invalid};
+use super::layer::{Layer, Scratch};
+use super::nhwc::{
+    Window, avg_pool, chw_to_hwc, hwc_to_chw, max_pool, max_pool_2x2_u8, pool_windows,
+};
+use super::spec::{Dims, ModelSpec, QGrid, SlotKind, Step};
+use super::store::TensorData;
+use crate::kernels::int8::Parallelism;
+use crate::ops::fake_quant::round_half_even;
+use crate::ops::par::fast_sum;
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+/// A step with what it needs precomputed.
+enum Op {
+    Step(Step),
+    Pool {
+        step: Step,
+        windows: Vec<Window>,
+        two_by_two: bool,
+    },
+}
+
+/// A model ready to run.
+pub struct Engine {
+    ops: Vec<Op>,
+    layers: Vec<Layer>,
+    dims: Vec<Dims>,
+    kinds: Vec<SlotKind>,
+    output: usize,
+}
+
+/// Per-thread buffers: one per slot, plus layer scratch.
+#[derive(Default)]
+struct Workspace {
+    u8s: Vec<Vec<u8>>,
+    f32s: Vec<Vec<f32>>,
+    scratch: Scratch,
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+#[inline]
+fn quantize(v: f32, inv: f32, g: &QGrid) -> u8 {
+    (round_half_even(v * inv) + g.zero_point as f32).clamp(g.lo as f32, g.hi as f32) as u8
+}
+
+#[inline]
+fn dequantize(u: u8, g: &QGrid) -> f32 {
+    (u as i32 - g.zero_point) as f32 * g.scale
+}
+
+impl Engine {
+    /// Validates `spec` against `tensors` and builds every layer.
+    pub fn build(
+        spec: &ModelSpec,
+        tensors: &BTreeMap<String, TensorData>,
+    ) -> Result<Self, RuntimeError> {
+        let dims = spec.shapes()?;
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        let mut io = vec![None; spec.layers.len()];
+        for s in &spec.steps {
+            if let Step::Layer { src, dst, layer } = *s {
+                if io[layer].is_some() {
+                    return Err(invalid(format!("layer {layer} is used twice")));
+                }
+                io[layer] = Some((dims[src], dims[dst]));
+            }
+        }
+        for (l, io) in spec.layers.iter().zip(io) {
+            let (i, o) = io.ok_or_else(|| invalid(format!("layer '{}' is never used", l.name)))?;
+            layers.push(Layer::build(l, tensors, i, o, spec.requantization)?);
+        }
+        let ops = spec
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::MaxPool { src, dst, pool } | Step::AvgPool { src, dst, pool, .. } => {
+                    let (d, o) = (dims[*src], dims[*dst]);
+                    let two_by_two = matches!(s, Step::MaxPool { .. })
+                        && spec.slots[*src] == SlotKind::U8
+                        && pool.kernel == [2, 2]
+                        && pool.stride == [2, 2]
+                        && pool.pads == [0; 4]
+                        && (o.h, o.w) == (d.h / 2, d.w / 2);
+                    Op::Pool {
+                        step: s.clone(),
+                        windows: pool_windows(pool, d, o),
+                        two_by_two,
+                    }
+                }
+                _ => Op::Step(s.clone()),
+            })
+            .collect();
+        Ok(Engine {
+            ops,
+            layers,
+            dims,
+            kinds: spec.slots.clone(),
+            output: spec.output,
+        })
+    }
+
+    /// Per-image input and output element counts.
+    pub fn io_elems(&self) -> (usize, usize) {
+        (self.dims[0].elems(), self.dims[self.output].elems())
+    }
+
+    /// The layers, in program order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Images per parallel chunk for a batch of `n`.
+    fn chunk(n: usize) -> usize {
+        let t = rayon::current_num_threads().max(1);
+        n.div_ceil(t * 2).clamp(1, 8)
+    }
+
+    /// Runs `n` images: `x` is `n x input` f32 (NCHW per image), `out` `n x output` f32.
+    pub fn run(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
+        let (ie, oe) = self.io_elems();
+        if x.len() != n * ie || out.len() != n * oe {
+            return Err(invalid("input or output buffer has the wrong length"));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let chunk = Self::chunk(n);
+        let par = if n <= chunk {
+            Parallelism::Rayon
+        } else {
+            Parallelism::Sequential
+        };
+        let work = |(xc, oc): (&[f32], &mut [f32])| {
+            WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut ws) => self.run_chunk(&mut ws, xc, oc, par),
+                // Re-entered through rayon work stealing while this thread's workspace is in
+                // use (a GEMM waiting on the pool): use a fresh one.
+                Err(_) => self.run_chunk(&mut Workspace::default(), xc, oc, par),
+            })
+        };
+        if n <= chunk {
+            work((x, out))
+        } else {
+            x.par_chunks(chunk * ie)
+                .zip(out.par_chunks_mut(chunk * oe))
+                .try_for_each(work)
+        }
+    }
+
+    fn run_chunk(
+        &self,
+        ws: &mut Workspace,
+        x: &[f32],
+        out: &mut [f32],
+        par: Parallelism,
+    ) -> Result<(), RuntimeError> {
+        let nb = x.len() / self.dims[0].elems();
+        let slots = self.kinds.len();
+        if ws.u8s.len() < slots {
+            ws.u8s.resize_with(slots, Vec::new);
+            ws.f32s.resize_with(slots, Vec::new);
+        }
+        for op in &self.ops {
+            let step = match op {
+                Op::Step(s) | Op::Pool { step: s, .. } => s,
+            };
+            let dst = step.dst();
+            let len = nb * self.dims[dst].elems();
+            let (mut du, mut df) = (Vec::new(), Vec::new());
+            match self.kinds[dst] {
+                SlotKind::U8 => {
+                    du = std::mem::take(&mut ws.u8s[dst]);
+                    du.resize(len, 0);
+                }
+                SlotKind::F32 => {
+                    df = std::mem::take(&mut ws.f32s[dst]);
+                    df.resize(len, 0.0);
+                }
+            }
+            let res = self.exec(op, step, nb, x, ws, &mut du, &mut df, par);
+            match self.kinds[dst] {
+                SlotKind::U8 => ws.u8s[dst] = du,
+                SlotKind::F32 => ws.f32s[dst] = df,
+            }
+            res?;
+        }
+        let o = if self.output == 0 {
+            x
+        } else {
+            &ws.f32s[self.output][..out.len()]
+        };
+        out.copy_from_slice(o);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec(
+        &self,
+        op: &Op,
+        step: &Step,
+        nb: usize,
+        x: &[f32],
+        ws: &mut Workspace,
+        du: &mut [u8],
+        df: &mut [f32],
+        par: Parallelism,
+    ) -> Result<(), RuntimeError> {
+        let Workspace { u8s, f32s, scratch } = ws;
+        let fsrc = |s: usize| -> &[f32] {
+            if s == 0 {
+                x
+            } else {
+                &f32s[s][..nb * self.dims[s].elems()]
+            }
+        };
+        let usrc = |s: usize| -> &[u8] { &u8s[s][..nb * self.dims[s].elems()] };
+        match step {
+            Step::ToHwc { src, .. } => {
+                let d = self.dims[*src];
+                let e = d.elems();
+                for i in 0..nb {
+                    chw_to_hwc(
+                        &fsrc(*src)[i * e..(i + 1) * e],
+                        d,
+                        &mut df[i * e..(i + 1) * e],
+                    );
+                }
+            }
+            Step::ToChw { src, .. } => {
+                let d = self.dims[*src];
+                let e = d.elems();
+                for i in 0..nb {
+                    hwc_to_chw(
+                        &fsrc(*src)[i * e..(i + 1) * e],
+                        d,
+                        &mut df[i * e..(i + 1) * e],
+                    );
+                }
+            }
+            Step::Quantize { src, grid, .. } => {
+                let inv = grid.inv_scale();
+                du.iter_mut()
+                    .zip(fsrc(*src))
+                    .for_each(|(o, &v)| *o = quantize(v, inv, grid));
+            }
+            Step::Dequantize { src, grid, .. } => {
+                df.iter_mut()
+                    .zip(usrc(*src))
+                    .for_each(|(o, &u)| *o = dequantize(u, grid));
+            }
+            Step::Requantize { src, from, to, .. } => {
+                let inv = to.inv_scale();
+                du.iter_mut()
+                    .zip(usrc(*src))
+                    .for_each(|(o, &u)| *o = quantize(dequantize(u, from), inv, to));
+            }
+            Step::Fp16 { src, .. } => {
+                df.iter_mut()
+                    .zip(fsrc(*src))
+                    .for_each(|(o, &v)| *o = half::f16::from_f32(v).to_f32());
+            }
+            Step::Activation { src, act, .. } => {
+                df.iter_mut()
+                    .zip(fsrc(*src))
+                    .for_each(|(o, &v)| *o = act.apply(v));
+            }
+            Step::ClampU8 { src, lo, .. } => {
+                du.iter_mut()
+                    .zip(usrc(*src))
+                    .for_each(|(o, &u)| *o = u.max(*lo));
+            }
+            Step::Layer { src, layer, .. } => {
+                let l = &self.layers[*layer];
+                let (xu, xf): (&[u8], &[f32]) = match self.kinds[*src] {
+                    SlotKind::U8 => (usrc(*src), &[]),
+                    SlotKind::F32 => (&[], fsrc(*src)),
+                };
+                l.run(nb, xu, xf, du, df, scratch, par)?;
+            }
+            Step::MaxPool { src, .. } => {
+                let Op::Pool {
+                    windows,
+                    two_by_two,
+                    ..
+                } = op
+                else {
+                    unreachable!("pool steps are built as Op::Pool")
+                };
+                let (d, o) = (self.dims[*src], self.dims[step.dst()]);
+                let (ie, oe) = (d.elems(), o.elems());
+                for i in 0..nb {
+                    match self.kinds[*src] {
+                        SlotKind::U8 if *two_by_two => max_pool_2x2_u8(
+                            &usrc(*src)[i * ie..(i + 1) * ie],
+                            d,
+                            &mut du[i * oe..(i + 1) * oe],
+                        ),
+                        SlotKind::U8 => max_pool(
+                            &usrc(*src)[i * ie..(i + 1) * ie],
+                            d,
+                            windows,
+                            &mut du[i * oe..(i + 1) * oe],
+                        ),
+                        SlotKind::F32 => max_pool(
+                            &fsrc(*src)[i * ie..(i + 1) * ie],
+                            d,
+                            windows,
+                            &mut df[i * oe..(i + 1) * oe],
+                        ),
+                    }
+                }
+            }
+            Step::AvgPool {
+                src, pool, input, ..
+            } => {
+                let Op::Pool { windows, .. } = op else {
+                    unreachable!("pool steps are built as Op::Pool")
+                };
+                let (d, o) = (self.dims[*src], self.dims[step.dst()]);
+                let (ie, oe) = (d.elems(), o.elems());
+                let tmp = &mut scratch.tmp_f32;
+                for i in 0..nb {
+                    // Dequantize (or copy) the image, then sum in the float op's order.
+                    tmp.resize(ie, 0.0);
+                    match input {
+                        Some(g) => tmp
+                            .iter_mut()
+                            .zip(&usrc(*src)[i * ie..(i + 1) * ie])
+                            .for_each(|(t, &u)| *t = dequantize(u, g)),
+                        None => tmp.copy_from_slice(&fsrc(*src)[i * ie..(i + 1) * ie]),
+                    }
+                    avg_pool(tmp, d, pool, windows, &mut df[i * oe..(i + 1) * oe]);
+                }
+            }
+            Step::GlobalAvgPool { src, input, .. } => {
+                let d = self.dims[*src];
+                let (ie, hw) = (d.elems(), d.h * d.w);
+                let tmp = &mut scratch.tmp_f32;
+                tmp.resize(hw, 0.0);
+                for i in 0..nb {
+                    for ch in 0..d.c {
+                        // One channel's plane in CHW order, then the float op's `fast_sum`.
+                        for (p, t) in tmp.iter_mut().enumerate() {
+                            let at = i * ie + p * d.c + ch;
+                            *t = match input {
+                                Some(g) => dequantize(usrc(*src)[at], g),
+                                None => fsrc(*src)[at],
+                            };
+                        }
+                        df[i * d.c + ch] = fast_sum(tmp) / hw as f32;
+                    }
+                }
+            }
+            Step::Add {
+                a,
+                b,
+                a_grid,
+                b_grid,
+                act,
+                output,
+                ..
+            } => {
+                let len = nb * self.dims[*a].elems();
+                let val = |s: usize, g: &Option<QGrid>, i: usize| match g {
+                    Some(g) => dequantize(usrc(s)[i], g),
+                    None => fsrc(s)[i],
+                };
+                match output {
+                    Some(go) => {
+                        let inv = go.inv_scale();
+                        for (i, o) in du[..len].iter_mut().enumerate() {
+                            let v = act.apply(val(*a, a_grid, i) + val(*b, b_grid, i));
+                            *o = quantize(v, inv, go);
+                        }
+                    }
+                    None => {
+                        for (i, o) in df[..len].iter_mut().enumerate() {
+                            *o = act.apply(val(*a, a_grid, i) + val(*b, b_grid, i));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
