@@ -15,6 +15,7 @@ fn saved() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
             train_config: None,
             history: None,
             command: None,
+            qat: None,
         },
     };
     let dir = tempfile::tempdir().unwrap();

@@ -135,6 +135,7 @@ fn model_file_round_trip_keeps_predictions() {
             train_config: Some(cfg(1, 0)),
             history: None,
             command: None,
+            qat: None,
         },
     };
     let dir = tempfile::tempdir().unwrap();

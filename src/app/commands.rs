@@ -270,6 +270,7 @@ fn fresh_model(
             train_config: None,
             history: None,
             command: Some(command),
+            qat: None,
         },
     })
 }

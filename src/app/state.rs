@@ -470,6 +470,7 @@ mod tests {
                 train_config: None,
                 history: None,
                 command: None,
+                qat: None,
             },
         }
     }

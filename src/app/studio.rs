@@ -146,7 +146,10 @@ impl StudioApp {
                     self.live.error(msg);
                     done = true;
                 }
-                JobEvent::Train(_) | JobEvent::Trained { .. } => {}
+                JobEvent::Train(_)
+                | JobEvent::Trained { .. }
+                | JobEvent::Qat(_)
+                | JobEvent::QatFinished(_) => {}
             }
         }
         if !done && ended {
@@ -186,7 +189,7 @@ impl StudioApp {
                 run.phase = RunPhase::Failed(msg.clone());
                 self.live.error(msg);
             }
-            JobEvent::Evaluated(_) => {}
+            JobEvent::Evaluated(_) | JobEvent::Qat(_) | JobEvent::QatFinished(_) => {}
         }
     }
 
@@ -419,6 +422,7 @@ mod tests {
                 train_config: None,
                 history: None,
                 command: Some("test".into()),
+                qat: None,
             },
         }
     }

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod info;
 pub mod ptq;
+pub mod qat;
 pub mod sensitivity;
 pub mod train;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Post-training quantization: calibrate, compare with float, write plan or model.
     Ptq(ptq::PtqArgs),
+    /// Quantization-aware training: fine-tune with fake quantization, write the deployable model.
+    Qat(qat::QatArgs),
     /// Per-layer quantization sensitivity (only this layer / all but this layer).
     Sensitivity(sensitivity::SensitivityArgs),
 }
@@ -59,6 +62,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Ptq(a) => ptq::run(a),
         Command::Sensitivity(a) => sensitivity::run(a),
+        Command::Qat(a) => qat::run(a),
         Command::Gui(_) => {
             anyhow::bail!("this build has no studio window (built without the `gui` feature)")
         }

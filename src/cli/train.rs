@@ -183,6 +183,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             train_config: Some(cfg.clone()),
             history: Some(summary.history.clone()),
             command: Some(command),
+            qat: None,
         },
     };
     save_model(&model, &a.out).context("saving the trained model")?;

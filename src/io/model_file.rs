@@ -33,6 +33,10 @@ pub struct ModelMeta {
     pub history: Option<TrainHistory>,
     /// The command line that produced the file, for reproducibility.
     pub command: Option<String>,
+    /// Set on quantization-aware-training checkpoints: the graph is a QAT training graph and
+    /// this is where its run stands (`qatlas qat --resume` continues it).
+    #[serde(default)]
+    pub qat: Option<crate::quant::qat::QatState>,
 }
 
 /// A graph with its metadata.

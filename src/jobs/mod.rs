@@ -1,7 +1,11 @@
-//! Background jobs: heavy work (training, evaluation) runs on a worker thread that reports typed
+//! Background jobs: heavy work (training, evaluation, quantization-aware training) runs on a worker thread that reports typed
 //! [`JobEvent`]s over a channel and honours stop/pause commands through a shared [`Control`]. The UI (or CLI) drains events
 //! without blocking; workers wake it through an injected [`Waker`], so this module knows nothing
 //! of egui.
+
+pub mod qat;
+
+pub use qat::{QatEvent, QatOutcome, QatSpec, run_qat};
 
 use crate::data::{Dataset, Normalization};
 use crate::io::Model;
@@ -23,6 +27,10 @@ pub enum JobEvent {
         summary: TrainSummary,
     },
     Evaluated(EvalResult),
+    /// Quantization-aware training progress besides steps and epochs.
+    Qat(QatEvent),
+    /// A QAT job finished (possibly with an error and the last good weights).
+    QatFinished(Box<QatOutcome>),
     /// The job stopped with an error (already formatted for a person).
     Failed(String),
 }

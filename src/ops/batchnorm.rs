@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub struct BatchNormAttrs {
     pub eps: f32,
     pub momentum: f32,
+    /// Use (and keep) the running statistics even in training mode.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 impl Default for BatchNormAttrs {
@@ -21,6 +24,7 @@ impl Default for BatchNormAttrs {
         BatchNormAttrs {
             eps: 1e-5,
             momentum: 0.1,
+            frozen: false,
         }
     }
 }
@@ -57,6 +61,7 @@ fn layout(x: &Tensor) -> (usize, usize, usize) {
 
 /// Forward pass.
 pub fn forward(a: &BatchNormAttrs, inputs: &[&Tensor], mode: Mode) -> Forward {
+    let mode = if a.frozen { Mode::Eval } else { mode };
     let x = inputs[0];
     let (gamma, beta, rm, rv) = (
         slice(inputs[1]),
@@ -215,15 +220,25 @@ mod tests {
         let x = from_vec(&[2, 1, 2], vec![1.0, 2.0, 3.0, 4.0]);
         let one = from_vec(&[1], vec![1.0]);
         let zero = from_vec(&[1], vec![0.0]);
-        let a = BatchNormAttrs {
+        let mut a = BatchNormAttrs {
             eps: 0.0,
             momentum: 0.1,
+            frozen: false,
         };
         let f = forward(&a, &[&x, &one, &zero, &zero, &one], Mode::Train);
         let want = -1.5 / 1.25f32.sqrt();
         assert!((f.output[[0, 0, 0]] - want).abs() < 1e-6);
         assert!((f.updates[0].1[0] - 0.25).abs() < 1e-6);
         assert!((f.updates[1].1[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
+        // Frozen: running statistics (mean 0, var 1) are used and kept, even in training.
+        a.frozen = true;
+        let f = forward(&a, &[&x, &one, &zero, &zero, &one], Mode::Train);
+        assert_eq!(f.output[[0, 0, 0]], 1.0);
+        assert!(f.updates.is_empty());
+        let frozen = OpKind::BatchNorm2d(a);
+        let mut ins = vec![rand_tensor(&[3, 2, 3, 2], 1)];
+        ins.extend(params(2));
+        check_op(&frozen, &ins, &[true, true, true, false, false]);
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //!
 //! Half-precision grid, input `[x]`: `y = f32(f16(x))`, round to nearest even.
 //!
+//! Observing quantizer (quantization-aware training, PyTorch's `FusedMovingAvgObsFakeQuantize`):
+//! with an [`FqObserver`] the inputs are `[x, scale, zero_point, running_min, running_max]`. In
+//! training mode, unless frozen, it first moves the running range towards the batch's
+//! (per-channel) min/max, `run += c·(batch − run)` (the first batch, or a non-finite running
+//! value, sets it), recomputes scale and zero point with [`qparams_for_range`] (PyTorch's
+//! `_calculate_qparams`, the formula `quant::scheme` uses too), quantizes with those and reports
+//! all four as updates, as BatchNorm reports its running statistics. In eval mode, or frozen, it
+//! uses the stored scale and zero point.
+//!
 //! Backward is the straight-through estimator: `dx = dy` where the unclamped `q` lies inside
 //! `[qmin, qmax]` (for fp16: where the value does not overflow), else 0. When the scale or the
 //! zero point are trainable (LSQ, issue 5) their gradients follow PyTorch's
@@ -26,7 +35,7 @@
 //! Depends on `tensor` only.
 
 use super::par::PAR_MIN;
-use super::{OpError, error::invalid};
+use super::{Forward, Mode, OpError, Saved, error::invalid};
 use crate::tensor::{Tensor, from_vec, slice};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -46,14 +55,57 @@ pub struct FakeQuantAttrs {
     pub grid: QuantGrid,
     /// Axis of per-channel scales and zero points; `None` for one scale for the whole tensor.
     pub axis: Option<usize>,
+    /// Range observer updating scale and zero point while training (integer grids only).
+    #[serde(default)]
+    pub observer: Option<FqObserver>,
+}
+
+/// A moving-average min/max observer inside a fake quantizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FqObserver {
+    /// Weight of the batch's min/max in the running range (PyTorch's `averaging_constant`,
+    /// 0.01; 1 follows the current tensor).
+    pub averaging: f32,
+    /// Zero point of a symmetric grid (0 for s8, 128 for u8); `None` for an affine grid.
+    pub symmetric_zero_point: Option<i32>,
+    /// Keep the stored scale and zero point (observer frozen).
+    pub frozen: bool,
 }
 
 impl FakeQuantAttrs {
     /// Number of inputs the op takes.
     pub fn num_inputs(&self) -> usize {
-        match self.grid {
-            QuantGrid::Int { .. } => 3,
-            QuantGrid::Fp16 => 1,
+        match (self.grid, &self.observer) {
+            (QuantGrid::Int { .. }, None) => 3,
+            (QuantGrid::Int { .. }, Some(_)) => 5,
+            (QuantGrid::Fp16, _) => 1,
+        }
+    }
+}
+
+/// PyTorch's `torch.finfo(torch.float32).eps`, the smallest scale qparams produce.
+pub const SCALE_EPS: f32 = f32::EPSILON;
+
+/// Scale and zero point for a range, in f32 exactly like PyTorch's `_calculate_qparams`: the
+/// range is widened to include 0; symmetric grids use `symmetric_zero_point`.
+pub fn qparams_for_range(
+    min: f32,
+    max: f32,
+    qmin: i32,
+    qmax: i32,
+    symmetric_zero_point: Option<i32>,
+) -> (f32, i32) {
+    let min_neg = min.min(0.0);
+    let max_pos = max.max(0.0);
+    match symmetric_zero_point {
+        Some(zp) => {
+            let m = (-min_neg).max(max_pos);
+            ((m / ((qmax - qmin) as f32 / 2.0)).max(SCALE_EPS), zp)
+        }
+        None => {
+            let scale = ((max_pos - min_neg) / (qmax - qmin) as f32).max(SCALE_EPS);
+            let zp = qmin - (min_neg / scale).round_ties_even() as i32;
+            (scale, zp.clamp(qmin, qmax))
         }
     }
 }
@@ -124,7 +176,13 @@ pub fn output_shape(a: &FakeQuantAttrs, inputs: &[&[usize]]) -> Result<Vec<usize
             Some(ax) => x[ax],
             None => 1,
         };
-        for (i, what) in [(1, "scale"), (2, "zero point")] {
+        let named = [
+            (1, "scale"),
+            (2, "zero point"),
+            (3, "running min"),
+            (4, "running max"),
+        ];
+        for &(i, what) in &named[..inputs.len() - 1] {
             let n: usize = inputs[i].iter().product();
             if n != c || inputs[i].len() > 1 {
                 return Err(OpError::Shape {
@@ -194,33 +252,114 @@ fn for_channels(
     }
 }
 
-/// Forward pass.
-pub fn forward(a: &FakeQuantAttrs, inputs: &[&Tensor]) -> Tensor {
+/// Per-channel `(min, max)` of x (NaNs ignored; an empty channel gives `(inf, -inf)`).
+fn channel_min_max(x: &Tensor, axis: Option<usize>) -> Vec<(f32, f32)> {
+    let (_, c, inner) = layout(x.shape(), axis);
+    let inner = inner.max(1);
+    let mut mm = vec![(f32::INFINITY, f32::NEG_INFINITY); c];
+    let fold = |acc: (f32, f32), part: &[f32]| {
+        part.iter().fold(acc, |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    };
+    if c == 1 {
+        let chunks = slice(x).par_chunks(CHUNK);
+        mm[0] = chunks
+            .map(|p| fold((f32::INFINITY, f32::NEG_INFINITY), p))
+            .reduce(
+                || (f32::INFINITY, f32::NEG_INFINITY),
+                |a, b| (a.0.min(b.0), a.1.max(b.1)),
+            );
+    } else {
+        for (k, part) in slice(x).chunks(inner).enumerate() {
+            mm[k % c] = fold(mm[k % c], part);
+        }
+    }
+    mm
+}
+
+/// The observer step: new running range and `(scale, zero point)` per channel.
+fn observe(
+    o: &FqObserver,
+    inputs: &[&Tensor],
+    axis: Option<usize>,
+    qmin: i32,
+    qmax: i32,
+) -> (Vec<(f32, f32)>, Vec<(f32, f32)>) {
+    let batch = channel_min_max(inputs[0], axis);
+    let (rmin, rmax) = (slice(inputs[3]), slice(inputs[4]));
+    let c = o.averaging;
+    let ranges: Vec<(f32, f32)> = batch
+        .iter()
+        .enumerate()
+        .map(|(ch, &(bl, bh))| {
+            let (l, h) = (rmin[ch], rmax[ch]);
+            if !bl.is_finite() || !bh.is_finite() {
+                (l, h)
+            } else if !l.is_finite() || !h.is_finite() {
+                (bl, bh)
+            } else {
+                (l + c * (bl - l), h + c * (bh - h))
+            }
+        })
+        .collect();
+    let params = ranges
+        .iter()
+        .map(|&(l, h)| {
+            let (s, z) = qparams_for_range(l, h, qmin, qmax, o.symmetric_zero_point);
+            (s, z as f32)
+        })
+        .collect();
+    (ranges, params)
+}
+
+/// Forward pass (`mode` matters only for an observing quantizer).
+pub fn forward(a: &FakeQuantAttrs, inputs: &[&Tensor], mode: Mode) -> Forward {
     let x = inputs[0];
     let xs = slice(x);
     let mut y = vec![0.0f32; xs.len()];
-    match a.grid {
-        QuantGrid::Fp16 => for_channels(xs, xs, &mut y, x.shape(), None, |_, xc, _, yc| {
-            yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = fp16_value(v));
-        }),
-        QuantGrid::Int { qmin, qmax } => {
-            let p = channel_params(inputs, qmin, qmax);
-            let (lo, hi) = (qmin as f32, qmax as f32);
-            for_channels(xs, xs, &mut y, x.shape(), a.axis, |ch, xc, _, yc| {
-                let (s, inv, z) = p[ch];
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = fake_quant_value(v, s, inv, z, lo, hi);
-                }
+    let (qmin, qmax) = match a.grid {
+        QuantGrid::Fp16 => {
+            for_channels(xs, xs, &mut y, x.shape(), None, |_, xc, _, yc| {
+                yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = fp16_value(v));
             });
+            return Forward::plain(from_vec(x.shape(), y));
         }
+        QuantGrid::Int { qmin, qmax } => (qmin, qmax),
+    };
+    let mut updates = Vec::new();
+    let mut saved = Saved::None;
+    let p = match &a.observer {
+        Some(o) if mode == Mode::Train && !o.frozen => {
+            let (ranges, sz) = observe(o, inputs, a.axis, qmin, qmax);
+            let c = sz.len();
+            let col = |f: &dyn Fn(usize) -> f32| from_vec(&[c], (0..c).map(f).collect());
+            updates.push((1, col(&|i| sz[i].0)));
+            updates.push((2, col(&|i| sz[i].1)));
+            updates.push((3, col(&|i| ranges[i].0)));
+            updates.push((4, col(&|i| ranges[i].1)));
+            saved = Saved::FakeQuant(sz.clone());
+            sz.iter().map(|&(s, z)| (s, 1.0 / s, z)).collect()
+        }
+        _ => channel_params(inputs, qmin, qmax),
+    };
+    let (lo, hi) = (qmin as f32, qmax as f32);
+    for_channels(xs, xs, &mut y, x.shape(), a.axis, |ch, xc, _, yc| {
+        let (s, inv, z) = p[ch];
+        for (o, &v) in yc.iter_mut().zip(xc) {
+            *o = fake_quant_value(v, s, inv, z, lo, hi);
+        }
+    });
+    Forward {
+        output: from_vec(x.shape(), y),
+        saved,
+        updates,
     }
-    from_vec(x.shape(), y)
 }
 
 /// Backward pass: STE for x; LSQ gradients for scale and zero point where requested.
 pub fn backward(
     a: &FakeQuantAttrs,
     inputs: &[&Tensor],
+    saved: &Saved,
     dy: &Tensor,
     need: &[bool],
 ) -> Vec<Option<Tensor>> {
@@ -235,7 +374,10 @@ pub fn backward(
         }
         QuantGrid::Int { qmin, qmax } => (qmin, qmax),
     };
-    let p = channel_params(inputs, qmin, qmax);
+    let p = match saved {
+        Saved::FakeQuant(sz) => sz.iter().map(|&(s, z)| (s, 1.0 / s, z)).collect(),
+        _ => channel_params(inputs, qmin, qmax),
+    };
     let (lo, hi) = (qmin as f32, qmax as f32);
     let dx = need[0].then(|| {
         let mut d = vec![0.0f32; x.len()];
@@ -286,7 +428,9 @@ pub fn backward(
         ds = want_s.then(|| pack(gs, inputs[1]));
         dz = want_z.then(|| pack(gz, inputs[2]));
     }
-    vec![dx, ds, dz]
+    let mut out = vec![dx, ds, dz];
+    out.resize(inputs.len(), None);
+    out
 }
 
 #[cfg(test)]
@@ -299,6 +443,7 @@ mod tests {
         FakeQuantAttrs {
             grid: QuantGrid::Int { qmin, qmax },
             axis,
+            observer: None,
         }
     }
 
@@ -352,6 +497,7 @@ mod tests {
             &FakeQuantAttrs {
                 grid: QuantGrid::Fp16,
                 axis: None,
+                observer: None,
             },
             &[x],
         );
@@ -391,7 +537,13 @@ mod tests {
         let a = int(-8, 7, None);
         let x = t(&[1], &[1.3]);
         let (s, z) = (t(&[1], &[1.0]), t(&[1], &[0.0]));
-        let g = backward(&a, &[&x, &s, &z], &t(&[1], &[1.0]), &[false, true, false]);
+        let g = backward(
+            &a,
+            &[&x, &s, &z],
+            &Saved::None,
+            &t(&[1], &[1.0]),
+            &[false, true, false],
+        );
         let want = (1.0 - 1.3) / (7.0f32).sqrt();
         assert!((g[1].as_ref().unwrap()[0] - want).abs() < 1e-6);
         assert!(g[0].is_none() && g[2].is_none());
@@ -435,5 +587,68 @@ mod tests {
         assert!(output_shape(&a, &[&[4, 3], &[4], &[4]]).is_ok());
         assert!(output_shape(&a, &[&[4, 3], &[3], &[3]]).is_err());
         assert!(output_shape(&int(5, 5, None), &[&[4], &[1], &[1]]).is_err());
+    }
+
+    #[test]
+    fn observer_moves_the_range_then_quantizes_with_it() {
+        let mut a = int(0, 255, None);
+        a.observer = Some(FqObserver {
+            averaging: 0.5,
+            symmetric_zero_point: None,
+            frozen: false,
+        });
+        let x = t(&[4], &[-1.0, 0.0, 1.0, 3.0]);
+        // Running range [0, 1] moves half-way to the batch's [-1, 3]: [-0.5, 2].
+        let ins = [
+            x.clone(),
+            t(&[1], &[1.0]),
+            t(&[1], &[0.0]),
+            t(&[1], &[0.0]),
+            t(&[1], &[1.0]),
+        ];
+        let refs: Vec<&Tensor> = ins.iter().collect();
+        let f = forward(&a, &refs, Mode::Train);
+        let (s, z) = qparams_for_range(-0.5, 2.0, 0, 255, None);
+        assert_eq!((s, z), (2.5 / 255.0, 51));
+        let got: Vec<(usize, f32)> = f.updates.iter().map(|(i, v)| (*i, v[0])).collect();
+        assert_eq!(got, vec![(1, s), (2, 51.0), (3, -0.5), (4, 2.0)]);
+        // -1 is below the new range: clamps to q = 0, i.e. -51 · s.
+        assert_eq!(f.output[0], -51.0 * s);
+        assert_eq!(f.output[3], (255.0 - 51.0) * s);
+        // The STE mask uses the parameters of the forward pass, not the stale inputs.
+        let dy = t(&[4], &[1.0; 4]);
+        let g = backward(
+            &a,
+            &refs,
+            &f.saved,
+            &dy,
+            &[true, false, false, false, false],
+        );
+        assert_eq!(g.len(), 5);
+        assert_eq!(
+            g[0].as_ref().unwrap().as_slice().unwrap(),
+            &[0.0, 1.0, 1.0, 0.0]
+        );
+        // Eval mode and a frozen observer use the stored scale 1, zero point 0.
+        let e = forward(&a, &refs, Mode::Eval);
+        assert!(e.updates.is_empty());
+        assert_eq!(e.output.as_slice().unwrap(), &[0.0, 0.0, 1.0, 3.0]);
+        a.observer.as_mut().unwrap().frozen = true;
+        let fz = forward(&a, &refs, Mode::Train);
+        assert!(fz.updates.is_empty());
+        assert_eq!(fz.output, e.output);
+        // Non-finite running values (never observed) take the batch range.
+        a.observer.as_mut().unwrap().frozen = false;
+        let ins2 = [
+            x,
+            t(&[1], &[1.0]),
+            t(&[1], &[0.0]),
+            t(&[1], &[f32::INFINITY]),
+            t(&[1], &[f32::NEG_INFINITY]),
+        ];
+        let refs2: Vec<&Tensor> = ins2.iter().collect();
+        let f2 = forward(&a, &refs2, Mode::Train);
+        assert_eq!(f2.updates[2].1[0], -1.0);
+        assert_eq!(f2.updates[3].1[0], 3.0);
     }
 }

@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod add;
 pub mod batchnorm;
+pub mod channel_scale;
 pub mod conv;
 pub mod dropout;
 pub mod error;
@@ -33,10 +34,11 @@ use serde::{Deserialize, Serialize};
 
 pub use activation::ClipAttrs;
 pub use batchnorm::BatchNormAttrs;
+pub use channel_scale::{BnScaleAttrs, ChannelAffineAttrs};
 pub use conv::Conv2dAttrs;
 pub use dropout::DropoutAttrs;
 pub use error::OpError;
-pub use fake_quant::{FakeQuantAttrs, QuantGrid};
+pub use fake_quant::{FakeQuantAttrs, FqObserver, QuantGrid};
 pub use pool::PoolAttrs;
 pub use reshape::{FlattenAttrs, ReshapeAttrs};
 pub use softmax::SoftmaxAttrs;
@@ -78,6 +80,10 @@ pub enum OpKind {
     /// Quantize-dequantize (see `fake_quant`): inputs x, scale, zero_point (integer grid) or x
     /// alone (fp16).
     FakeQuant(FakeQuantAttrs),
+    /// BatchNorm's folding factor `gamma / sqrt(running_var + eps)`: inputs gamma, running_var.
+    BnScale(BnScaleAttrs),
+    /// Per-channel `x · f (+ b)` or `x / f (+ b)`: inputs x, f, optional b.
+    ChannelAffine(ChannelAffineAttrs),
     /// An operator qatlas cannot run (kept so an imported model still opens).
     Unsupported {
         op_type: String,
@@ -104,6 +110,8 @@ impl OpKind {
             OpKind::Mul => "Mul",
             OpKind::Softmax(_) => "Softmax",
             OpKind::FakeQuant(_) => "FakeQuant",
+            OpKind::BnScale(_) => "BnScale",
+            OpKind::ChannelAffine(_) => "ChannelAffine",
             OpKind::Unsupported { op_type } => op_type,
         }
     }
@@ -112,7 +120,8 @@ impl OpKind {
     pub fn arity(&self) -> (usize, usize) {
         match self {
             OpKind::Conv2d(_) | OpKind::Linear => (2, 3),
-            OpKind::MatMul | OpKind::Add | OpKind::Mul => (2, 2),
+            OpKind::MatMul | OpKind::Add | OpKind::Mul | OpKind::BnScale(_) => (2, 2),
+            OpKind::ChannelAffine(_) => (2, 3),
             OpKind::BatchNorm2d(_) => (5, 5),
             OpKind::FakeQuant(a) => (a.num_inputs(), a.num_inputs()),
             OpKind::Unsupported { .. } => (0, usize::MAX),
@@ -144,6 +153,8 @@ impl OpKind {
             OpKind::Mul => mul::output_shape(inputs[0], inputs[1]),
             OpKind::Softmax(a) => softmax::output_shape(a, inputs[0]),
             OpKind::FakeQuant(a) => fake_quant::output_shape(a, inputs),
+            OpKind::BnScale(_) => channel_scale::bn_scale_shape(inputs),
+            OpKind::ChannelAffine(a) => channel_scale::affine_shape(a, inputs),
             OpKind::Unsupported { op_type } => Err(OpError::Unsupported {
                 op_type: op_type.clone(),
             }),
@@ -170,7 +181,9 @@ impl OpKind {
             OpKind::Dropout(a) => dropout::forward(a, inputs[0], ctx),
             OpKind::Mul => Forward::plain(mul::forward(inputs[0], inputs[1])),
             OpKind::Softmax(a) => Forward::plain(softmax::forward(a, inputs[0])),
-            OpKind::FakeQuant(a) => Forward::plain(fake_quant::forward(a, inputs)),
+            OpKind::FakeQuant(a) => fake_quant::forward(a, inputs, ctx.mode),
+            OpKind::BnScale(a) => Forward::plain(channel_scale::bn_scale_forward(a, inputs)),
+            OpKind::ChannelAffine(a) => Forward::plain(channel_scale::affine_forward(a, inputs)),
             OpKind::Unsupported { op_type } => {
                 return Err(OpError::Unsupported {
                     op_type: op_type.clone(),
@@ -213,7 +226,9 @@ impl OpKind {
             OpKind::Dropout(_) => vec![Some(dropout::backward(saved, grad_out))],
             OpKind::Mul => mul::backward(inputs[0], inputs[1], grad_out, need),
             OpKind::Softmax(a) => vec![Some(softmax::backward(a, output, grad_out))],
-            OpKind::FakeQuant(a) => fake_quant::backward(a, inputs, grad_out, need),
+            OpKind::FakeQuant(a) => fake_quant::backward(a, inputs, saved, grad_out, need),
+            OpKind::BnScale(a) => channel_scale::bn_scale_backward(a, inputs, grad_out, need),
+            OpKind::ChannelAffine(a) => channel_scale::affine_backward(a, inputs, grad_out, need),
             OpKind::Unsupported { op_type } => {
                 return Err(OpError::Unsupported {
                     op_type: op_type.clone(),
@@ -243,7 +258,7 @@ pub struct Forward {
 }
 
 impl Forward {
-    fn plain(output: Tensor) -> Self {
+    pub(crate) fn plain(output: Tensor) -> Self {
         Forward {
             output,
             saved: Saved::None,
@@ -269,4 +284,7 @@ pub enum Saved {
     },
     /// Dropout's scaled keep-mask.
     Dropout(Tensor),
+    /// The per-channel (scale, zero point) an observing fake quantizer used (it updates them
+    /// before quantizing, so they differ from its inputs).
+    FakeQuant(Vec<(f32, f32)>),
 }

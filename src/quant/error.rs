@@ -43,6 +43,9 @@ pub enum QuantError {
     /// The graph failed to run.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// A graph does not have the structure an operation needs (names the node).
+    #[error("{0}")]
+    Structure(String),
     /// The run was stopped through its stop flag.
     #[error("cancelled")]
     Cancelled,

@@ -134,14 +134,14 @@ pub fn fused_activation(g: &Graph, layer: usize, rd: &[Vec<(usize, usize)>]) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ops::gradcheck::rand_tensor;
     use crate::zoo::Arch;
     use rand::{Rng, SeedableRng};
 
     /// Random BatchNorm statistics so that folding has something to do.
-    fn randomize_bn(g: &mut Graph, seed: u64) {
+    pub(crate) fn randomize_bn(g: &mut Graph, seed: u64) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for p in &mut g.params {
             let kind = p.name.rsplit('.').next().unwrap_or("").to_string();
@@ -159,7 +159,7 @@ mod tests {
         }
     }
 
-    fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    pub(crate) fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         a.iter()
             .zip(b)

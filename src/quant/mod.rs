@@ -22,6 +22,7 @@
 //! ```
 
 pub mod calibrate;
+pub mod deploy;
 pub mod error;
 pub mod exec;
 pub mod fold;
@@ -30,18 +31,21 @@ pub mod observer;
 pub mod plan;
 pub mod points;
 pub mod prepare;
+pub mod qat;
 pub mod range;
 pub mod range_search;
 pub(crate) mod rewrite;
 pub mod scheme;
 
 pub use calibrate::{Calibrator, calibrate};
+pub use deploy::deploy;
 pub use error::QuantError;
 pub use fold::{FoldReport, fold_batchnorm};
 pub use observer::{Observer, RangeMethod};
 pub use plan::{Granularity, LayerPlan, PointRange, Precision, QuantPlan};
 pub use points::{QuantPoints, plan_points};
 pub use prepare::{Prepared, prepare};
+pub use qat::{QatOptions, QatPrepared, prepare_qat};
 
 use crate::graph::Graph;
 use crate::tensor::Tensor;

@@ -117,7 +117,11 @@ pub fn prepare(g: &Graph, qp: &QuantPoints, ranges: &[PointRange]) -> Result<Pre
         let idx = r.next_node();
         let out = r.node(
             &p.name,
-            OpKind::FakeQuant(FakeQuantAttrs { grid, axis }),
+            OpKind::FakeQuant(FakeQuantAttrs {
+                grid,
+                axis,
+                observer: None,
+            }),
             inputs,
             &p.name,
         );

@@ -5,7 +5,7 @@
 //!
 //! Depends on `ops::fake_quant` only.
 
-use crate::ops::fake_quant::{fake_quant_value, quantize_unclamped};
+use crate::ops::fake_quant::{fake_quant_value, qparams_for_range, quantize_unclamped};
 use serde::{Deserialize, Serialize};
 
 /// An integer storage type and its range.
@@ -78,6 +78,22 @@ impl QSpec {
     pub fn range(&self) -> (i32, i32) {
         self.dtype.range()
     }
+
+    /// The fixed zero point of a symmetric grid (`None` when affine): 0 for signed types, the
+    /// middle of the range for unsigned ones (128 for u8), as PyTorch.
+    pub fn symmetric_zero_point(&self) -> Option<i32> {
+        match self.scheme {
+            Scheme::Affine => None,
+            Scheme::Symmetric => Some(match self.dtype {
+                QDtype::U8 => 128,
+                QDtype::U4 => {
+                    let (lo, hi) = self.range();
+                    (lo + hi) / 2
+                }
+                QDtype::S8 | QDtype::S4 => 0,
+            }),
+        }
+    }
 }
 
 /// What a quantization point snaps values to.
@@ -106,8 +122,7 @@ impl PointGrid {
     }
 }
 
-/// PyTorch's `eps` for scales: `torch.finfo(torch.float32).eps`.
-pub const SCALE_EPS: f32 = f32::EPSILON;
+pub use crate::ops::fake_quant::SCALE_EPS;
 
 /// Scale and zero point for an observed range, computed in f32 exactly like PyTorch's
 /// `_calculate_qparams` (`torch.round` is half to even). The range is first widened to include 0
@@ -120,25 +135,7 @@ pub const SCALE_EPS: f32 = f32::EPSILON;
 /// ```
 pub fn qparams(min: f32, max: f32, spec: QSpec) -> (f32, i32) {
     let (qmin, qmax) = spec.range();
-    let min_neg = min.min(0.0);
-    let max_pos = max.max(0.0);
-    match spec.scheme {
-        Scheme::Symmetric => {
-            let m = (-min_neg).max(max_pos);
-            let scale = (m / ((qmax - qmin) as f32 / 2.0)).max(SCALE_EPS);
-            let zp = match spec.dtype {
-                QDtype::U8 => 128,
-                QDtype::U4 => (qmin + qmax) / 2,
-                QDtype::S8 | QDtype::S4 => 0,
-            };
-            (scale, zp)
-        }
-        Scheme::Affine => {
-            let scale = ((max_pos - min_neg) / (qmax - qmin) as f32).max(SCALE_EPS);
-            let zp = qmin - (min_neg / scale).round_ties_even() as i32;
-            (scale, zp.clamp(qmin, qmax))
-        }
-    }
+    qparams_for_range(min, max, qmin, qmax, spec.symmetric_zero_point())
 }
 
 /// The integer a value quantizes to: `clamp(round_half_even(x · (1/scale)) + zp, qmin, qmax)`.

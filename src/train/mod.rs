@@ -15,5 +15,6 @@ pub use eval::{EvalResult, evaluate};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;
 pub use trainer::{
-    EpochRecord, TrainConfig, TrainError, TrainEvent, TrainHistory, TrainSummary, train,
+    EpochHooks, EpochRecord, NoHooks, TrainConfig, TrainError, TrainEvent, TrainHistory,
+    TrainSummary, train, train_from,
 };

@@ -107,6 +107,9 @@ pub enum TrainError {
     },
     #[error("invalid training configuration: {0}")]
     Config(String),
+    /// A callback between epochs failed (e.g. writing a checkpoint).
+    #[error("{0}")]
+    Hook(String),
     #[error("the model expects inputs {expected:?}, the dataset has {found:?}")]
     DataShape {
         expected: Vec<usize>,
@@ -127,6 +130,23 @@ fn first_non_finite(g: &Graph, grads: &[Option<crate::tensor::Tensor>]) -> Optio
 /// Points kept in the history's loss curve.
 const HISTORY_POINTS: usize = 2000;
 
+/// Callbacks between epochs (quantization-aware training freezes BatchNorm and observers and
+/// keeps its best checkpoint this way).
+pub trait EpochHooks {
+    /// Before epoch `epoch` starts (may change the graph, e.g. freeze statistics).
+    fn epoch_start(&mut self, _epoch: usize, _g: &mut Graph) {}
+    /// After each optimizer step (`step` counts from 1 over the whole run).
+    fn step_end(&mut self, _step: usize, _g: &Graph) {}
+    /// After epoch `epoch` was evaluated; an error ends the run.
+    fn epoch_end(&mut self, _g: &Graph, _rec: &EpochRecord) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// No callbacks.
+pub struct NoHooks;
+impl EpochHooks for NoHooks {}
+
 /// Trains `g` in place on `train`, evaluating on `eval` after each epoch if given.
 pub fn train(
     g: &mut Graph,
@@ -137,10 +157,45 @@ pub fn train(
     control: &Control,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainSummary, TrainError> {
+    train_from(
+        g,
+        train,
+        norm,
+        cfg,
+        eval,
+        control,
+        0,
+        &mut NoHooks,
+        on_event,
+    )
+}
+
+/// [`train`] starting at epoch `start_epoch` of `cfg` (resuming a run: the learning-rate schedule
+/// and the shuffling continue where that epoch begins; optimizer moments start afresh), with
+/// callbacks between epochs.
+#[allow(clippy::too_many_arguments)]
+pub fn train_from(
+    g: &mut Graph,
+    train: &Dataset,
+    norm: &Normalization,
+    cfg: &TrainConfig,
+    eval: Option<&Dataset>,
+    control: &Control,
+    start_epoch: usize,
+    hooks: &mut dyn EpochHooks,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainSummary, TrainError> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(TrainError::Config(
             "epochs and batch size must be positive".into(),
         ));
+    }
+    if start_epoch >= cfg.epochs {
+        return Err(TrainError::Config(format!(
+            "cannot start at epoch {} of a {}-epoch run",
+            start_epoch + 1,
+            cfg.epochs
+        )));
     }
     if train.image_shape()[..] != g.input_shape[..] {
         return Err(TrainError::DataShape {
@@ -156,11 +211,12 @@ pub fn train(
     let mut opt = Optimizer::new(cfg.optimizer.clone(), g);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9e37_79b9);
     let mut history = TrainHistory::default();
-    let (mut step, mut acc_loss, mut acc_n) = (0usize, 0.0f64, 0usize);
+    let (mut step, mut acc_loss, mut acc_n) = (start_epoch * steps_per_epoch, 0.0f64, 0usize);
     let start = Instant::now();
     let mut images = 0usize;
     let mut stopped = false;
-    'epochs: for epoch in 0..cfg.epochs {
+    'epochs: for epoch in start_epoch..cfg.epochs {
+        hooks.epoch_start(epoch, g);
         let t0 = Instant::now();
         let (mut e_loss, mut e_correct, mut e_seen) = (0.0f64, 0usize, 0usize);
         let loader = Loader::new(
@@ -204,6 +260,7 @@ pub fn train(
             g.apply_updates(updates);
             opt.step(g, &grads.params, lr);
             step += 1;
+            hooks.step_end(step, g);
             images += y.len();
             e_loss += l.loss as f64 * y.len() as f64;
             e_correct += l.correct;
@@ -237,7 +294,8 @@ pub fn train(
             eval,
         };
         history.epochs.push(rec.clone());
-        on_event(TrainEvent::Epoch(rec));
+        on_event(TrainEvent::Epoch(rec.clone()));
+        hooks.epoch_end(g, &rec)?;
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(TrainSummary {

@@ -80,6 +80,7 @@ pub fn load_onnx(path: &Path) -> Result<Model, IoError> {
         train_config: None,
         history: None,
         command: None,
+        qat: None,
     };
     Ok(Model { graph, meta })
 }

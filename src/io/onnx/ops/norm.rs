@@ -39,6 +39,7 @@ fn batch_norm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
     let attrs = BatchNormAttrs {
         eps,
         momentum: 1.0 - m,
+        frozen: false,
     };
     let y = ctx.emit(OpKind::BatchNorm2d(attrs), &[x, gamma, beta, mean, var])?;
     Ok(Some(Out::Value(y)))

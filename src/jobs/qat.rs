@@ -1,0 +1,324 @@
+//! The quantization-aware-training job: PTQ start (or a checkpoint), fine-tuning with fake
+//! quantization on the ordinary trainer, BatchNorm/observer freezing after configured epochs,
+//! best-checkpoint keeping, and the deployable fake-quant model at the end.
+//!
+//! [`run_qat`] is the whole run on the calling thread (the CLI calls it through [`Job::qat`] too,
+//! so the studio and the command line share one code path); it reports [`QatEvent`]s next to the
+//! trainer's step and epoch events, and honours the job's [`Control`] between steps. A
+//! non-finite loss or gradient ends the run with an error, and the model it hands back holds the
+//! last good weights (the trainer never applies a non-finite step).
+
+use super::{Job, JobEvent, Waker};
+use crate::data::{Dataset, Loader, Normalization};
+use crate::io::{Model, save_model};
+use crate::quant::QuantPlan;
+use crate::quant::deploy::{deploy, deployed_ranges};
+use crate::quant::qat::{
+    PointScale, QatOptions, QatState, freeze_batchnorm, freeze_observers, point_scales, prepare_qat,
+};
+use crate::train::{
+    Control, EpochHooks, EpochRecord, TrainConfig, TrainError, TrainEvent, TrainSummary, evaluate,
+    train_from,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// What a QAT run should do.
+#[derive(Clone, Debug)]
+pub struct QatSpec {
+    /// A float model, or a QAT checkpoint (`meta.qat` set) to resume.
+    pub model: Model,
+    /// The plan (ignored when resuming: the checkpoint holds it).
+    pub plan: QuantPlan,
+    pub opts: QatOptions,
+    pub train: TrainConfig,
+    /// Training images used for the PTQ start.
+    pub calib_samples: usize,
+    /// Freeze BatchNorm statistics once this many epochs are done.
+    pub freeze_bn_after: Option<usize>,
+    /// Freeze observers once this many epochs are done.
+    pub freeze_observers_after: Option<usize>,
+    /// Where the best checkpoint (by evaluation accuracy) is written, if anywhere.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Progress particular to QAT (step and epoch events come as [`JobEvent::Train`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum QatEvent {
+    /// The starting point: PTQ calibrated (or a checkpoint loaded), with the accuracies of the
+    /// float model and of the starting fake-quant model when an evaluation set is given.
+    Started {
+        calib_images: usize,
+        quantizers: usize,
+        float_accuracy: Option<f64>,
+        start_accuracy: Option<f64>,
+        resumed_at_epoch: Option<usize>,
+    },
+    /// Current scales and zero points of every integer quantizer (every ~50 steps and after
+    /// each epoch).
+    Scales {
+        step: usize,
+        scales: Vec<PointScale>,
+    },
+    /// BatchNorm statistics and/or observers were frozen before `epoch`.
+    Frozen {
+        epoch: usize,
+        batchnorms: usize,
+        observers: usize,
+    },
+    /// A new best checkpoint was written.
+    Checkpoint {
+        epoch: usize,
+        accuracy: f64,
+        path: PathBuf,
+    },
+}
+
+/// What a QAT run ends with.
+#[derive(Clone, Debug)]
+pub struct QatOutcome {
+    /// The deployable fake-quant model (BatchNorm folded, quantizers frozen).
+    pub model: Model,
+    /// The training graph as it ended (a checkpoint of the last state).
+    pub training: Model,
+    /// The plan with the final ranges.
+    pub plan: QuantPlan,
+    pub summary: Option<TrainSummary>,
+    pub float_accuracy: Option<f64>,
+    pub start_accuracy: Option<f64>,
+    /// Accuracy of the deployable model on the evaluation set.
+    pub quantized_accuracy: Option<f64>,
+    /// Best epoch (1-based) and its evaluation accuracy.
+    pub best: Option<(usize, f64)>,
+    /// Why the run ended early, if it failed (the models then hold the last good weights).
+    pub error: Option<String>,
+}
+
+/// Steps between [`QatEvent::Scales`] reports.
+const SCALE_EVERY: usize = 50;
+
+struct Hooks<'a> {
+    spec: &'a QatSpec,
+    state: QatState,
+    meta: crate::io::ModelMeta,
+    emit: &'a dyn Fn(JobEvent),
+    best: Option<(usize, f64)>,
+}
+
+impl EpochHooks for Hooks<'_> {
+    fn epoch_start(&mut self, epoch: usize, g: &mut crate::graph::Graph) {
+        let due = |after: Option<usize>| after.is_some_and(|a| epoch >= a);
+        let batchnorms = if due(self.spec.freeze_bn_after) {
+            freeze_batchnorm(g)
+        } else {
+            0
+        };
+        let observers = if due(self.spec.freeze_observers_after) {
+            freeze_observers(g)
+        } else {
+            0
+        };
+        if batchnorms + observers > 0 {
+            (self.emit)(JobEvent::Qat(QatEvent::Frozen {
+                epoch,
+                batchnorms,
+                observers,
+            }));
+        }
+    }
+
+    fn step_end(&mut self, step: usize, g: &crate::graph::Graph) {
+        if step % SCALE_EVERY == 0 {
+            let scales = point_scales(g);
+            (self.emit)(JobEvent::Qat(QatEvent::Scales { step, scales }));
+        }
+    }
+
+    fn epoch_end(&mut self, g: &crate::graph::Graph, rec: &EpochRecord) -> Result<(), TrainError> {
+        self.state.epochs_done = rec.epoch + 1;
+        let acc = rec.eval.as_ref().map(|e| e.accuracy);
+        self.state.accuracy = acc;
+        let Some(acc) = acc else {
+            return Ok(());
+        };
+        if self.best.is_some_and(|(_, b)| b >= acc) {
+            return Ok(());
+        }
+        self.best = Some((rec.epoch + 1, acc));
+        if let Some(path) = &self.spec.checkpoint {
+            let mut meta = self.meta.clone();
+            meta.qat = Some(self.state.clone());
+            let m = Model {
+                graph: g.clone(),
+                meta,
+            };
+            save_model(&m, path).map_err(|e| TrainError::Hook(format!("checkpoint: {e}")))?;
+            (self.emit)(JobEvent::Qat(QatEvent::Checkpoint {
+                epoch: rec.epoch + 1,
+                accuracy: acc,
+                path: path.clone(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Runs QAT on `train` (evaluating on `eval` after each epoch if given) on this thread.
+/// Errors before training starts (bad plan, calibration failure) are returned as `Err`; errors
+/// during training come back in [`QatOutcome::error`] with the last good weights.
+pub fn run_qat(
+    spec: &QatSpec,
+    train: &Dataset,
+    eval: Option<&Dataset>,
+    control: &Control,
+    emit: &dyn Fn(JobEvent),
+) -> anyhow::Result<QatOutcome> {
+    let norm: Normalization = spec.model.meta.normalization.clone();
+    let acc_of = |g: &crate::graph::Graph| -> anyhow::Result<Option<f64>> {
+        Ok(match eval {
+            Some(ds) => Some(evaluate(g, ds, &norm, 256)?.accuracy),
+            None => None,
+        })
+    };
+    let (mut graph, state, template, calib_images) = match &spec.model.meta.qat {
+        Some(st) => {
+            let template = st.plan.ranges.clone();
+            (spec.model.graph.clone(), st.clone(), template, 0)
+        }
+        None => {
+            let n = spec.calib_samples.min(train.len()).max(1);
+            let calib = train.clone().limit(n);
+            let batches = Loader::new(&calib, &norm, 256, None, false).map(|(x, _)| x);
+            let stop = AtomicBool::new(false);
+            let q = prepare_qat(
+                &spec.model.graph,
+                &spec.plan,
+                batches,
+                &stop,
+                &mut |_| {},
+                &spec.opts,
+            )?;
+            let state = QatState {
+                plan: q.plan.clone(),
+                lsq: spec.opts.lsq,
+                averaging: spec.opts.averaging,
+                freeze_bn_after: spec.freeze_bn_after,
+                freeze_observers_after: spec.freeze_observers_after,
+                epochs_done: 0,
+                accuracy: None,
+                float_accuracy: acc_of(&spec.model.graph)?,
+            };
+            (q.graph, state, q.plan.ranges, n)
+        }
+    };
+    let float_accuracy = state.float_accuracy;
+    let start_accuracy = acc_of(&graph)?;
+    let start_epoch = state.epochs_done;
+    emit(JobEvent::Qat(QatEvent::Started {
+        calib_images,
+        quantizers: point_scales(&graph).len(),
+        float_accuracy,
+        start_accuracy,
+        resumed_at_epoch: spec.model.meta.qat.as_ref().map(|s| s.epochs_done),
+    }));
+    let mut meta = spec.model.meta.clone();
+    meta.qat = None;
+    meta.train_config = Some(spec.train.clone());
+    let mut hooks = Hooks {
+        spec,
+        state,
+        meta: meta.clone(),
+        emit,
+        best: None,
+    };
+    let result = if start_epoch >= spec.train.epochs {
+        Err(TrainError::Config(format!(
+            "the checkpoint already has {start_epoch} epochs done; ask for more than that with --epochs"
+        )))
+    } else {
+        let mut last_sent: Option<Instant> = None;
+        let mut on_train = |e: TrainEvent| {
+            // Step events are throttled to ~50 per second (first and last always go out).
+            if let TrainEvent::Step {
+                step, total_steps, ..
+            } = e
+            {
+                let recent = last_sent.is_some_and(|t| t.elapsed().as_millis() < 20);
+                if recent && step != total_steps {
+                    return;
+                }
+                last_sent = Some(Instant::now());
+            }
+            emit(JobEvent::Train(e));
+        };
+        train_from(
+            &mut graph,
+            train,
+            &norm,
+            &spec.train,
+            eval,
+            control,
+            start_epoch,
+            &mut hooks,
+            &mut on_train,
+        )
+    };
+    let best = hooks.best;
+    let state = hooks.state.clone();
+    let (summary, error) = match result {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    emit(JobEvent::Qat(QatEvent::Scales {
+        step: summary.as_ref().map_or(0, |s| s.steps),
+        scales: point_scales(&graph),
+    }));
+    let deployed = deploy(&graph)?;
+    let mut plan = state.plan.clone();
+    plan.ranges = deployed_ranges(&deployed, &template)?;
+    let quantized_accuracy = acc_of(&deployed)?;
+    let mut out_meta = meta.clone();
+    if let Some(s) = &summary {
+        out_meta.history = Some(s.history.clone());
+    }
+    let mut train_meta = meta;
+    train_meta.qat = Some(state);
+    Ok(QatOutcome {
+        model: Model {
+            graph: deployed,
+            meta: out_meta,
+        },
+        training: Model {
+            graph,
+            meta: train_meta,
+        },
+        plan,
+        summary,
+        float_accuracy,
+        start_accuracy,
+        quantized_accuracy,
+        best,
+        error,
+    })
+}
+
+impl Job {
+    /// Runs QAT ([`run_qat`]) on a worker thread; ends with [`JobEvent::QatFinished`] or
+    /// [`JobEvent::Failed`].
+    pub fn qat(
+        spec: QatSpec,
+        train: Arc<Dataset>,
+        eval: Option<Arc<Dataset>>,
+        waker: Waker,
+    ) -> std::io::Result<Job> {
+        Job::spawn("qatlas-qat", waker, move |out, control| {
+            let emit = |e: JobEvent| out.send(e);
+            match run_qat(&spec, &train, eval.as_deref(), control, &emit) {
+                Ok(o) => out.send(JobEvent::QatFinished(Box::new(o))),
+                Err(e) => out.send(JobEvent::Failed(format!("QAT failed: {e:#}"))),
+            }
+        })
+    }
+}
