@@ -29,6 +29,10 @@ pub enum BenchWhat {
     Gemm(super::bench_gemm::BenchGemmArgs),
     /// Full per-layer sensitivity sweep time vs float evaluation of the same images.
     Sensitivity(super::sensitivity::BenchSensitivityArgs),
+    /// End-to-end seed-cnn inference: integer runtime vs float, images/s and batch-1 latency.
+    E2e(super::bench_e2e::BenchE2eArgs),
+    /// Quantization-aware-training throughput vs float training of the same model.
+    Qat(super::bench_qat::BenchQatArgs),
 }
 
 /// Flags of `qatlas bench train`.
@@ -60,6 +64,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Train(t) => bench_train(t),
         BenchWhat::Gemm(g) => super::bench_gemm::run(g),
         BenchWhat::Sensitivity(s) => super::sensitivity::bench(s),
+        BenchWhat::E2e(e) => super::bench_e2e::run(e),
+        BenchWhat::Qat(q) => super::bench_qat::run(q),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bench_gemm;
+pub mod bench_qat;
 pub mod common;
 pub mod eval;
 pub mod export;
@@ -15,6 +16,9 @@ pub mod ptq;
 pub mod qat;
 pub mod sensitivity;
 pub mod train;
+
+pub mod bench_e2e;
+pub mod convert;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +54,8 @@ pub enum Command {
     Qat(qat::QatArgs),
     /// Per-layer quantization sensitivity (only this layer / all but this layer).
     Sensitivity(sensitivity::SensitivityArgs),
+    /// Convert a quantized model to an integer-runtime bundle; --eval compares it with the simulation.
+    Convert(convert::ConvertArgs),
 }
 
 /// Runs a headless subcommand.
@@ -62,6 +68,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Ptq(a) => ptq::run(a),
         Command::Sensitivity(a) => sensitivity::run(a),
+        Command::Convert(a) => convert::run(a),
         Command::Qat(a) => qat::run(a),
         Command::Gui(_) => {
             anyhow::bail!("this build has no studio window (built without the `gui` feature)")

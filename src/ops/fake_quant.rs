@@ -143,7 +143,16 @@ pub fn quantize_unclamped(x: f32, inv_scale: f32, zp: f32) -> f32 {
 /// One fake-quantized value (see the module doc for the formula).
 #[inline]
 pub fn fake_quant_value(x: f32, scale: f32, inv_scale: f32, zp: f32, qmin: f32, qmax: f32) -> f32 {
-    (quantize_unclamped(x, inv_scale, zp).clamp(qmin, qmax) - zp) * scale
+    (clamp_keep_nan(quantize_unclamped(x, inv_scale, zp), qmin, qmax) - zp) * scale
+}
+
+/// `v` clamped to `[lo, hi]`, NaN kept, written as two selects so that loops over it
+/// vectorize (`f32::clamp` checks its bounds, which keeps the loop scalar when they are not
+/// constants).
+#[inline]
+fn clamp_keep_nan(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi { hi } else { v }
 }
 
 /// `f32(f16(x))`, round to nearest even.
@@ -391,7 +400,8 @@ pub fn backward(
                 let (_, inv, z) = p[ch];
                 for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
                     let q = quantize_unclamped(v, inv, z);
-                    *o = if q >= lo && q <= hi { g } else { 0.0 };
+                    // `&` (not `&&`): no branch, so the loop vectorizes.
+                    *o = if (q >= lo) & (q <= hi) { g } else { 0.0 };
                 }
             },
         );

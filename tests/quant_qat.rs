@@ -1,0 +1,318 @@
+//! Quantization-aware training on real MNIST through the background job: events, accuracy
+//! against the float model, best checkpoint and resume, stop, BatchNorm/observer freezing on
+//! resnet-mini, and a non-finite run that must hand back the last good weights.
+
+use qatlas::data::{Dataset, Loader, Pixels, Split, load_split};
+use qatlas::graph::Graph;
+use qatlas::io::{Model, ModelMeta, load_model};
+use qatlas::jobs::{Job, JobEvent, QatEvent, QatOutcome, QatSpec, run_qat};
+use qatlas::ops::OpKind;
+use qatlas::quant::plan::{Precision, QuantPlan};
+use qatlas::quant::{QatOptions, prepare_qat};
+use qatlas::train::{Control, OptimizerConfig, Schedule, TrainConfig, TrainEvent, evaluate};
+use qatlas::zoo::Arch;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+fn seed_cnn() -> Model {
+    load_model(&assets().join("seed_cnn_mnist.safetensors")).unwrap()
+}
+
+fn split(s: Split, n: usize) -> Dataset {
+    load_split(&assets().join("mnist"), s).unwrap().limit(n)
+}
+
+fn cfg(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 64,
+        optimizer: OptimizerConfig::AdamW {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: Schedule::Cosine {
+            warmup_steps: 0,
+            min_factor: 0.0,
+        },
+        seed: 0,
+    }
+}
+
+fn spec(model: Model, precision: Precision, epochs: usize, ckpt: Option<PathBuf>) -> QatSpec {
+    let plan = QuantPlan::default_for(&model.graph, precision);
+    QatSpec {
+        model,
+        plan,
+        opts: QatOptions::default(),
+        train: cfg(epochs),
+        calib_samples: 256,
+        freeze_bn_after: None,
+        freeze_observers_after: None,
+        checkpoint: ckpt,
+    }
+}
+
+/// Runs a QAT job on its worker thread and collects every event until it finishes.
+fn run_job(spec: QatSpec, train: Dataset, eval: Option<Dataset>) -> (Vec<JobEvent>, QatOutcome) {
+    let job = Job::qat(spec, Arc::new(train), eval.map(Arc::new), Arc::new(|| {})).unwrap();
+    let mut events = Vec::new();
+    loop {
+        let finished = job.is_finished();
+        events.extend(job.drain());
+        if finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let outcome = events
+        .iter()
+        .find_map(|e| match e {
+            JobEvent::QatFinished(o) => Some((**o).clone()),
+            JobEvent::Failed(m) => panic!("job failed: {m}"),
+            _ => None,
+        })
+        .expect("a QatFinished event");
+    (events, outcome)
+}
+
+fn count_ops(g: &Graph, f: impl Fn(&OpKind) -> bool) -> usize {
+    g.nodes.iter().filter(|n| f(&n.op)).count()
+}
+
+#[test]
+fn int8_qat_job_keeps_accuracy_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("best.safetensors");
+    let (train, test) = (split(Split::Train, 3000), split(Split::Test, 1000));
+    let s = spec(seed_cnn(), Precision::Int8, 1, Some(ckpt.clone()));
+    let (events, out) = run_job(s.clone(), train.clone(), Some(test.clone()));
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let started = events.iter().find_map(|e| match e {
+        JobEvent::Qat(QatEvent::Started {
+            float_accuracy,
+            start_accuracy,
+            quantizers,
+            resumed_at_epoch,
+            ..
+        }) => Some((
+            *float_accuracy,
+            *start_accuracy,
+            *quantizers,
+            *resumed_at_epoch,
+        )),
+        _ => None,
+    });
+    let (float, start, quantizers, resumed) = started.expect("a Started event");
+    assert_eq!(
+        quantizers, 7,
+        "seed-cnn int8: input, 3 weights, 3 activations"
+    );
+    assert_eq!(resumed, None);
+    let (float, start) = (float.unwrap(), start.unwrap());
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Train(TrainEvent::Step { .. })))
+        .count();
+    assert!(steps >= 2, "{steps} step events");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, JobEvent::Qat(QatEvent::Scales { scales, .. }) if scales.len() == 7)
+        )
+    );
+    let saved = events.iter().any(|e| matches!(e, JobEvent::Qat(QatEvent::Checkpoint { epoch: 1, path, .. }) if *path == ckpt));
+    assert!(saved, "a checkpoint event for epoch 1");
+    let q = out.quantized_accuracy.unwrap();
+    eprintln!("float {float:.4} PTQ start {start:.4} QAT {q:.4} (1,000 test images)");
+    assert!(float > 0.98 && q >= float - 0.005, "float {float} QAT {q}");
+    // The deployable model: BatchNorm-free, no observers, and it evaluates as reported.
+    let g = &out.model.graph;
+    assert_eq!(count_ops(g, |o| matches!(o, OpKind::FakeQuant(_))), 7);
+    assert_eq!(
+        count_ops(
+            g,
+            |o| matches!(o, OpKind::FakeQuant(a) if a.observer.is_some())
+        ),
+        0
+    );
+    let norm = &out.model.meta.normalization;
+    assert_eq!(evaluate(g, &test, norm, 250).unwrap().accuracy, q);
+    assert_eq!(out.plan.ranges.len(), 7);
+    // The checkpoint holds the training graph and where the run stands.
+    let c = load_model(&ckpt).unwrap();
+    let st = c.meta.qat.clone().expect("QAT state in the checkpoint");
+    assert_eq!(st.epochs_done, 1);
+    assert_eq!(st.accuracy, out.best.map(|b| b.1));
+    // Resume it for a second epoch.
+    let mut s2 = spec(c, Precision::Int8, 2, None);
+    s2.train = cfg(2);
+    let resumed = std::sync::Mutex::new(None);
+    let out2 = run_qat(&s2, &train, Some(&test), &Control::new(), &|e| {
+        if let JobEvent::Qat(QatEvent::Started {
+            resumed_at_epoch, ..
+        }) = e
+        {
+            *resumed.lock().unwrap() = Some(resumed_at_epoch);
+        }
+    })
+    .unwrap();
+    assert_eq!(*resumed.lock().unwrap(), Some(Some(1)));
+    assert!(out2.error.is_none(), "{:?}", out2.error);
+    let sum = out2.summary.unwrap();
+    assert_eq!(sum.history.epochs.len(), 1);
+    assert_eq!(sum.history.epochs[0].epoch, 1);
+    assert!(out2.quantized_accuracy.unwrap() >= float - 0.005);
+}
+
+#[test]
+fn a_stop_before_the_first_step_leaves_the_ptq_model() {
+    let s = spec(seed_cnn(), Precision::Int8, 1, None);
+    let control = Control::new();
+    control.stop();
+    let train = split(Split::Train, 512);
+    let out = run_qat(&s, &train, None, &control, &|_| {}).unwrap();
+    let sum = out.summary.unwrap();
+    assert!(sum.stopped);
+    assert_eq!(sum.steps, 0);
+    // Nothing trained: the deployable model is the PTQ model of the same calibration images.
+    let norm = s.model.meta.normalization.clone();
+    let first = train.clone().limit(256);
+    let calib = Loader::new(&first, &norm, 256, None, false).map(|(x, _)| x);
+    let q = prepare_qat(
+        &s.model.graph,
+        &s.plan,
+        calib,
+        &AtomicBool::new(false),
+        &mut |_| {},
+        &QatOptions::default(),
+    )
+    .unwrap();
+    let x = Loader::new(&split(Split::Test, 64), &norm, 64, None, false)
+        .next()
+        .unwrap()
+        .0;
+    assert_eq!(
+        out.model.graph.infer(&x).unwrap(),
+        q.ptq.graph.infer(&x).unwrap()
+    );
+}
+
+#[test]
+fn non_finite_training_stops_and_hands_back_the_last_good_weights() {
+    let model = seed_cnn();
+    // Clean calibration images (the first 256), NaN in every training image after them.
+    let mut train = split(Split::Train, 512);
+    let mut px: Vec<f32> = match &train.pixels {
+        Pixels::U8(v) => v.iter().map(|&b| b as f32 / 255.0).collect(),
+        Pixels::F32(v) => v.clone(),
+    };
+    for img in px.chunks_mut(784).skip(256) {
+        img[300] = f32::NAN;
+    }
+    train.pixels = Pixels::F32(px);
+    let s = spec(model, Precision::Int8, 1, None);
+    let out = run_qat(&s, &train, None, &Control::new(), &|_| {}).unwrap();
+    let err = out.error.clone().expect("the run must fail");
+    assert!(err.contains("non-finite") || err.contains("NaN"), "{err}");
+    // Every batch of 64 from 512 shuffled images holds poisoned ones, so the first step fails
+    // and the last good weights are the starting (PTQ) weights, observers included.
+    let norm = s.model.meta.normalization.clone();
+    let first = train.clone().limit(256);
+    let calib = Loader::new(&first, &norm, 256, None, false).map(|(x, _)| x);
+    let q = prepare_qat(
+        &s.model.graph,
+        &s.plan,
+        calib,
+        &AtomicBool::new(false),
+        &mut |_| {},
+        &QatOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.training.graph.params.len(), q.graph.params.len());
+    for (a, b) in out.training.graph.params.iter().zip(&q.graph.params) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.tensor, b.tensor, "{} changed", a.name);
+    }
+}
+
+#[test]
+fn resnet_batchnorm_and_observers_freeze_on_schedule() {
+    let g = Arch::ResnetMini.build([1, 28, 28], 10, 1).unwrap();
+    let model = Model {
+        graph: g,
+        meta: ModelMeta {
+            normalization: qatlas::data::Normalization::mnist(),
+            class_names: (0..10).map(|i| i.to_string()).collect(),
+            arch: Some("resnet-mini".into()),
+            train_config: None,
+            history: None,
+            command: None,
+            qat: None,
+        },
+    };
+    let mut s = spec(model, Precision::Int8, 2, None);
+    s.freeze_bn_after = Some(1);
+    s.freeze_observers_after = Some(1);
+    let train = split(Split::Train, 320);
+    let mut frozen = Vec::new();
+    let record = std::sync::Mutex::new(&mut frozen);
+    let out = run_qat(&s, &train, None, &Control::new(), &|e| {
+        if let JobEvent::Qat(QatEvent::Frozen {
+            epoch,
+            batchnorms,
+            observers,
+        }) = e
+        {
+            record.lock().unwrap().push((epoch, batchnorms, observers));
+        }
+    })
+    .unwrap();
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let tg = &out.training.graph;
+    let observers = count_ops(
+        tg,
+        |o| matches!(o, OpKind::FakeQuant(a) if a.observer.as_ref().is_some_and(|o| o.frozen)),
+    );
+    assert_eq!(observers, 17, "7 weights, the input, 9 activations");
+    assert_eq!(
+        frozen,
+        vec![(1, 6, observers)],
+        "(epoch, BatchNorms, observers) frozen"
+    );
+    assert_eq!(
+        count_ops(tg, |o| matches!(o, OpKind::BatchNorm2d(a) if a.frozen)),
+        6
+    );
+    assert_eq!(count_ops(tg, |o| matches!(o, OpKind::BnScale(_))), 6);
+    let dg = &out.model.graph;
+    assert_eq!(
+        count_ops(dg, |o| matches!(
+            o,
+            OpKind::BatchNorm2d(_) | OpKind::BnScale(_) | OpKind::ChannelAffine(_)
+        )),
+        0
+    );
+    // The deployable model computes what the training graph computes in eval mode.
+    let norm = qatlas::data::Normalization::mnist();
+    let x = Loader::new(&split(Split::Test, 32), &norm, 32, None, false)
+        .next()
+        .unwrap()
+        .0;
+    let (a, b) = (tg.infer(&x).unwrap(), dg.infer(&x).unwrap());
+    let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale;
+    assert!(d < 1e-3, "deployed vs training graph: {d:e}");
+}
