@@ -413,20 +413,39 @@ pub fn backward(
         let (_, c, inner) = layout(x.shape(), a.axis);
         let inner = inner.max(1);
         let g = 1.0 / ((x.len() as f64) * f64::from(qmax.max(1))).sqrt();
+        // Per piece (inside one channel) partial sums, in parallel, then added in piece order:
+        // the result does not depend on the number of threads.
+        let piece = if c == 1 { CHUNK } else { inner };
+        let partial: Vec<(f64, f64)> = slice(x)
+            .par_chunks(piece)
+            .zip(slice(dy).par_chunks(piece))
+            .enumerate()
+            .map(|(i, (xc, dc))| {
+                let (s, inv, z) = p[if c == 1 { 0 } else { i % c }];
+                let (mut sum_s, mut sum_z) = (0.0f64, 0.0f64);
+                for (&v, &d) in xc.iter().zip(dc) {
+                    let q = quantize_unclamped(v, inv, z);
+                    let (below, above) = (q < lo, q > hi);
+                    let inside = (fake_quant_value(v, s, inv, z, lo, hi) - v) * inv;
+                    let dsv = if below {
+                        lo - z
+                    } else if above {
+                        hi - z
+                    } else {
+                        inside
+                    };
+                    let dzv = if below | above { -s } else { 0.0 };
+                    sum_s += f64::from(d * dsv);
+                    sum_z += f64::from(d * dzv);
+                }
+                (sum_s, sum_z)
+            })
+            .collect();
         let (mut gs, mut gz) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for (k, (&v, &d)) in slice(x).iter().zip(slice(dy)).enumerate() {
-            let ch = (k / inner) % c;
-            let (s, inv, z) = p[ch];
-            let q = quantize_unclamped(v, inv, z);
-            let (dsv, dzv) = if q < lo {
-                (lo - z, -s)
-            } else if q > hi {
-                (hi - z, -s)
-            } else {
-                ((fake_quant_value(v, s, inv, z, lo, hi) - v) * inv, 0.0)
-            };
-            gs[ch] += f64::from(d * dsv);
-            gz[ch] += f64::from(d * dzv);
+        for (i, (a, b)) in partial.into_iter().enumerate() {
+            let ch = if c == 1 { 0 } else { i % c };
+            gs[ch] += a;
+            gz[ch] += b;
         }
         let shape = |t: &Tensor| t.shape().to_vec();
         let pack = |v: Vec<f64>, like: &Tensor| {
