@@ -39,6 +39,12 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
             "normalization": m.meta.normalization,
             "command": m.meta.command,
             "final_test_accuracy": final_acc,
+            "qat_checkpoint": m.meta.qat.as_ref().map(|q| json!({
+                "epochs_done": q.epochs_done,
+                "fake_quant_accuracy": q.accuracy,
+                "float_accuracy": q.float_accuracy,
+                "lsq": q.lsq,
+            })),
         }));
     }
     println!(
@@ -67,6 +73,16 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     }
     if let Some(acc) = final_acc {
         println!("test accuracy when saved: {:.2}%", acc * 100.0);
+    }
+    if let Some(q) = &m.meta.qat {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0));
+        println!(
+            "QAT checkpoint ({}): {} epochs done, fake-quant accuracy {} (float model {}); continue with `qatlas qat --resume`",
+            if q.lsq { "LSQ" } else { "observers" },
+            q.epochs_done,
+            pct(q.accuracy),
+            pct(q.float_accuracy)
+        );
     }
     Ok(())
 }

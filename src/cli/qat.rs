@@ -260,10 +260,16 @@ pub fn run(a: QatArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     if let Some(err) = &outcome.error {
+        let best = match outcome.best {
+            Some((epoch, _)) => format!(
+                "the best checkpoint (epoch {epoch}) is {}",
+                checkpoint.display()
+            ),
+            None => "no epoch finished, so there is no checkpoint".to_string(),
+        };
         anyhow::bail!(
-            "QAT stopped: {err}. Nothing was written to {}; the best checkpoint so far is {}",
-            a.out.display(),
-            checkpoint.display()
+            "QAT stopped: {err}. Nothing was written to {}; {best}",
+            a.out.display()
         );
     }
     save_model(&outcome.model, &a.out).context("saving the QAT model")?;

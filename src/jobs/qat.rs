@@ -225,6 +225,8 @@ pub fn run_qat(
     }));
     let mut meta = spec.model.meta.clone();
     meta.qat = None;
+    // The float model's curve does not describe this run; the QAT curve is set at the end.
+    meta.history = None;
     meta.train_config = Some(spec.train.clone());
     let mut hooks = Hooks {
         spec,
