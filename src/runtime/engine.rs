@@ -10,7 +10,7 @@
 //! average pools sum dequantized values in the float op's order (so they are bit-identical too).
 
 use super::error::{RuntimeError, invalid};
-use super::layer::{Layer, Scratch};
+use super::layer::{Layer, Scratch, to_u8};
 use super::nhwc::{
     Window, avg_pool, chw_to_hwc, hwc_to_chw, max_pool, max_pool_2x2_u8, pool_windows,
 };
@@ -56,7 +56,7 @@ thread_local! {
 
 #[inline]
 fn quantize(v: f32, inv: f32, g: &QGrid) -> u8 {
-    (round_half_even(v * inv) + g.zero_point as f32).clamp(g.lo as f32, g.hi as f32) as u8
+    to_u8((round_half_even(v * inv) + g.zero_point as f32).clamp(g.lo as f32, g.hi as f32))
 }
 
 #[inline]
@@ -184,16 +184,22 @@ impl Engine {
             let len = nb * self.dims[dst].elems();
             let (mut du, mut df) = (Vec::new(), Vec::new());
             match self.kinds[dst] {
+                // Grow only (a short last chunk must not make the next call refill).
                 SlotKind::U8 => {
                     du = std::mem::take(&mut ws.u8s[dst]);
-                    du.resize(len, 0);
+                    if du.len() < len {
+                        du.resize(len, 0);
+                    }
                 }
                 SlotKind::F32 => {
                     df = std::mem::take(&mut ws.f32s[dst]);
-                    df.resize(len, 0.0);
+                    if df.len() < len {
+                        df.resize(len, 0.0);
+                    }
                 }
             }
-            let res = self.exec(op, step, nb, x, ws, &mut du, &mut df, par);
+            let (lu, lf) = (du.len().min(len), df.len().min(len));
+            let res = self.exec(op, step, nb, x, ws, &mut du[..lu], &mut df[..lf], par);
             match self.kinds[dst] {
                 SlotKind::U8 => ws.u8s[dst] = du,
                 SlotKind::F32 => ws.f32s[dst] = df,
@@ -337,7 +343,10 @@ impl Engine {
                 let tmp = &mut scratch.tmp_f32;
                 for i in 0..nb {
                     // Dequantize (or copy) the image, then sum in the float op's order.
-                    tmp.resize(ie, 0.0);
+                    if tmp.len() < ie {
+                        tmp.resize(ie, 0.0);
+                    }
+                    let tmp = &mut tmp[..ie];
                     match input {
                         Some(g) => tmp
                             .iter_mut()
@@ -352,7 +361,10 @@ impl Engine {
                 let d = self.dims[*src];
                 let (ie, hw) = (d.elems(), d.h * d.w);
                 let tmp = &mut scratch.tmp_f32;
-                tmp.resize(hw, 0.0);
+                if tmp.len() < hw {
+                    tmp.resize(hw, 0.0);
+                }
+                let tmp = &mut tmp[..hw];
                 for i in 0..nb {
                     for ch in 0..d.c {
                         // One channel's plane in CHW order, then the float op's `fast_sum`.
@@ -363,7 +375,7 @@ impl Engine {
                                 None => fsrc(*src)[at],
                             };
                         }
-                        df[i * d.c + ch] = fast_sum(tmp) / hw as f32;
+                        df[i * d.c + ch] = fast_sum(&tmp[..]) / hw as f32;
                     }
                 }
             }

@@ -16,7 +16,7 @@
 //! `round_half_even(y · (1/s_out)) + zp`.
 
 use super::error::{RuntimeError, invalid};
-use super::nhwc::im2row;
+use super::nhwc::{im2row, im2row_u8};
 use super::spec::{Act, Dims, LayerKind, LayerSpec, QGrid, Requantization, WeightStorage};
 use super::store::TensorData;
 use crate::kernels::int8::{
@@ -71,6 +71,21 @@ pub struct Layer {
     out: Option<QGrid>,
     mode: Requantization,
     compute: Compute,
+}
+
+/// Grows `v` to at least `n` elements (never shrinks: buffers are shared by layers of
+/// different sizes, and shrinking then growing would refill them every call).
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+/// An integral f32 in `[0, 255]` as u8, branch-free: adding 2^23 leaves the integer in the low
+/// mantissa bits (vectorizes, unlike the saturating `as` cast).
+#[inline(always)]
+pub(crate) fn to_u8(v: f32) -> u8 {
+    (v + 8_388_608.0).to_bits() as u8
 }
 
 /// The quantized value of `v` on `g` (before clamping), as the fake quantizer computes it.
@@ -313,6 +328,7 @@ impl Layer {
 
     /// The GEMM's A operand for group `g`: `rows x K`, from `x` (im2row, or `x` itself for a
     /// Linear or a 1x1 stride-1 unpadded one-group convolution).
+    #[allow(clippy::type_complexity)]
     fn operand<'a, T: Copy>(
         &self,
         x: &'a [T],
@@ -320,6 +336,7 @@ impl Layer {
         g: usize,
         pad: T,
         col: &'a mut Vec<T>,
+        unfold: fn(&[T], Dims, &super::spec::ConvGeom, usize, Dims, T, &mut [T]),
     ) -> &'a [T] {
         let Some(cg) = &self.conv else {
             return x;
@@ -333,9 +350,14 @@ impl Layer {
             return x;
         }
         let (ie, oe) = (self.input.elems(), self.output.h * self.output.w * self.k);
-        col.resize(nb * oe, pad);
+        // Grow only: the buffer is shared by layers of different sizes, and im2row writes
+        // every element it hands out.
+        if col.len() < nb * oe {
+            col.resize(nb * oe, pad);
+        }
+        let col = &mut col[..nb * oe];
         for i in 0..nb {
-            im2row(
+            unfold(
                 &x[i * ie..(i + 1) * ie],
                 self.input,
                 cg,
@@ -365,28 +387,30 @@ impl Layer {
         match &self.compute {
             Compute::Int(p) => {
                 for g in 0..self.groups {
-                    let a = self.operand(x_u8, nb, g, p.zx, &mut s.col_u8);
+                    let a = self.operand(x_u8, nb, g, p.zx, &mut s.col_u8, im2row_u8);
                     if let Some(rq) = &p.fused {
                         gemm_u8s8_requant(a, m, p.zx, &p.packed[g], rq, out_u8, par)?;
                         continue;
                     }
-                    s.acc.resize(m * cg, 0);
-                    gemm_u8s8_i32_zp(a, m, p.zx, &p.packed[g], &mut s.acc, par)?;
-                    self.int_epilogue(p, g, m, &mut s.acc, out_u8, out_f32, &mut s.tmp_u8);
+                    grow(&mut s.acc, m * cg);
+                    let acc = &mut s.acc[..m * cg];
+                    gemm_u8s8_i32_zp(a, m, p.zx, &p.packed[g], acc, par)?;
+                    self.int_epilogue(p, g, m, acc, out_u8, out_f32, &mut s.tmp_u8);
                 }
             }
             Compute::Float(w) => {
                 for g in 0..self.groups {
-                    let a = self.operand(x_f32, nb, g, 0.0, &mut s.col_f32);
-                    s.tmp_f32.resize(m * cg, 0.0);
+                    let a = self.operand(x_f32, nb, g, 0.0, &mut s.col_f32, im2row::<f32>);
+                    grow(&mut s.tmp_f32, m * cg);
+                    let tmp = &mut s.tmp_f32[..m * cg];
                     sgemm(
                         MatRef::row_major(a, m, self.k),
                         MatRef::row_major_t(&w[g * cg * self.k..(g + 1) * cg * self.k], cg, self.k),
-                        MatMut::row_major(&mut s.tmp_f32, m, cg),
+                        MatMut::row_major(tmp, m, cg),
                         false,
                         par == Parallelism::Rayon,
                     );
-                    self.float_epilogue(g, m, &s.tmp_f32, out_u8, out_f32);
+                    self.float_epilogue(g, m, tmp, out_u8, out_f32);
                 }
             }
         }
@@ -394,8 +418,10 @@ impl Layer {
     }
 
     fn quant(&self, y: f32, g: &QGrid) -> u8 {
-        (round_half_even(y * g.inv_scale()) + g.zero_point as f32).clamp(g.lo as f32, g.hi as f32)
-            as u8
+        to_u8(
+            (round_half_even(y * g.inv_scale()) + g.zero_point as f32)
+                .clamp(g.lo as f32, g.hi as f32),
+        )
     }
 
     /// s32 accumulators of group `g` (`m x cout/groups`) to the output.
@@ -433,10 +459,20 @@ impl Layer {
                     out_u8[dst..dst + cg].copy_from_slice(tmp);
                 }
                 (Some(go), Requantization::Float) => {
-                    for (j, &a) in row.iter().enumerate() {
-                        let c = c0 + j;
-                        let y = self.act.apply(a as f32 * p.comb[c] + self.bias[c]);
-                        out_u8[dst + j] = self.quant(y, &go);
+                    // The activation is already in go.lo/go.hi (exact, see the module doc); a
+                    // branch-free loop the compiler vectorizes.
+                    let (inv, zp) = (go.inv_scale(), go.zero_point as f32);
+                    let (lo, hi) = (go.lo as f32, go.hi as f32);
+                    let comb = &p.comb[c0..c0 + cg];
+                    let bias = &self.bias[c0..c0 + cg];
+                    for (((o, &a), &m), &b) in out_u8[dst..dst + cg]
+                        .iter_mut()
+                        .zip(row.iter())
+                        .zip(comb)
+                        .zip(bias)
+                    {
+                        let y = a as f32 * m + b;
+                        *o = to_u8((round_half_even(y * inv) + zp).clamp(lo, hi));
                     }
                 }
                 (None, _) => {

@@ -35,6 +35,7 @@ pub mod layer;
 pub mod nhwc;
 pub mod spec;
 pub mod store;
+pub mod throughput;
 
 pub use convert::ConvertOptions;
 pub use error::RuntimeError;

@@ -52,9 +52,123 @@ pub fn im2row<T: Copy>(
     pad: T,
     col: &mut [T],
 ) {
+    im2row_with(x, d, g, group, out, pad, col, |dst, src| {
+        dst.copy_from_slice(src)
+    });
+}
+
+/// [`im2row`] for u8, copying the short runs with inline fixed-size moves (a `memcpy` call per
+/// 3- or 48-byte run costs more than the copy).
+pub fn im2row_u8(
+    x: &[u8],
+    d: Dims,
+    g: &ConvGeom,
+    group: usize,
+    out: Dims,
+    pad: u8,
+    col: &mut [u8],
+) {
+    if g.groups == 1 && g.dilation == [1, 1] {
+        // Runs of kw·cin bytes of common layers, copied as fixed-size arrays.
+        let f = match g.kw * g.cin {
+            3 => im2row_run::<3>,
+            5 => im2row_run::<5>,
+            9 => im2row_run::<9>,
+            30 => im2row_run::<30>,
+            48 => im2row_run::<48>,
+            96 => im2row_run::<96>,
+            192 => im2row_run::<192>,
+            _ => return im2row_with(x, d, g, group, out, pad, col, copy_small),
+        };
+        return f(x, d, g, out, pad, col);
+    }
+    im2row_with(x, d, g, group, out, pad, col, copy_small)
+}
+
+/// One-group, undilated im2row whose kernel rows are `RUN = kw·cin` contiguous bytes of the
+/// input wherever the window lies inside it.
+fn im2row_run<const RUN: usize>(
+    x: &[u8],
+    d: Dims,
+    g: &ConvGeom,
+    out: Dims,
+    pad: u8,
+    col: &mut [u8],
+) {
+    let (c, k) = (d.c, g.kh * RUN);
+    for oy in 0..out.h {
+        let line = &mut col[oy * out.w * k..(oy + 1) * out.w * k];
+        for i in 0..g.kh {
+            let iy = (oy * g.stride[0] + i) as isize - g.pads[0] as isize;
+            if iy < 0 || iy >= d.h as isize {
+                for row in line.chunks_exact_mut(k) {
+                    row[i * RUN..(i + 1) * RUN].fill(pad);
+                }
+                continue;
+            }
+            let xrow = &x[iy as usize * d.w * c..][..d.w * c];
+            for (ox, row) in line.chunks_exact_mut(k).enumerate() {
+                let dst: &mut [u8; RUN] = (&mut row[i * RUN..(i + 1) * RUN])
+                    .try_into()
+                    .expect("RUN-byte run");
+                let ix0 = (ox * g.stride[1]) as isize - g.pads[1] as isize;
+                if ix0 >= 0 && ix0 as usize + g.kw <= d.w {
+                    let s = ix0 as usize * c;
+                    *dst = xrow[s..s + RUN].try_into().expect("RUN-byte run");
+                } else {
+                    for j in 0..g.kw {
+                        let ix = ix0 + j as isize;
+                        let t = &mut dst[j * c..(j + 1) * c];
+                        if ix < 0 || ix >= d.w as isize {
+                            t.fill(pad);
+                        } else {
+                            t.copy_from_slice(&xrow[ix as usize * c..(ix as usize + 1) * c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `src` into `dst` (same length) in 16/8/4/2/1-byte pieces of constant size.
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    let mut o = 0;
+    while o + 16 <= n {
+        dst[o..o + 16].copy_from_slice(&src[o..o + 16]);
+        o += 16;
+    }
+    for w in [8, 4, 2, 1] {
+        if o + w <= n {
+            for t in 0..w {
+                dst[o + t] = src[o + t];
+            }
+            o += w;
+        }
+    }
+    if o < n {
+        dst[o] = src[o];
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn im2row_with<T: Copy>(
+    x: &[T],
+    d: Dims,
+    g: &ConvGeom,
+    group: usize,
+    out: Dims,
+    pad: T,
+    col: &mut [T],
+    copy: impl Fn(&mut [T], &[T]),
+) {
     let cg = g.cin / g.groups;
     let c0 = group * cg;
     let k = g.kh * g.kw * cg;
+    let run = g.kw * cg;
     let contiguous = g.groups == 1 && g.dilation[1] == 1;
     for oy in 0..out.h {
         for ox in 0..out.w {
@@ -62,7 +176,7 @@ pub fn im2row<T: Copy>(
             let ix0 = (ox * g.stride[1]) as isize - g.pads[1] as isize;
             let full_w = ix0 >= 0 && ix0 as usize + (g.kw - 1) * g.dilation[1] < d.w;
             for i in 0..g.kh {
-                let seg = &mut row[i * g.kw * cg..][..g.kw * cg];
+                let seg = &mut row[i * run..][..run];
                 let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pads[0] as isize;
                 if iy < 0 || iy >= d.h as isize {
                     seg.fill(pad);
@@ -71,7 +185,7 @@ pub fn im2row<T: Copy>(
                 let base = iy as usize * d.w;
                 if contiguous && full_w {
                     let s = (base + ix0 as usize) * d.c;
-                    seg.copy_from_slice(&x[s..s + g.kw * cg]);
+                    copy(seg, &x[s..s + run]);
                     continue;
                 }
                 for j in 0..g.kw {
@@ -81,7 +195,7 @@ pub fn im2row<T: Copy>(
                         dst.fill(pad);
                     } else {
                         let s = (base + ix as usize) * d.c + c0;
-                        dst.copy_from_slice(&x[s..s + cg]);
+                        copy(dst, &x[s..s + cg]);
                     }
                 }
             }
@@ -116,10 +230,17 @@ pub fn max_pool_2x2_u8(x: &[u8], d: Dims, y: &mut [u8]) {
         let r0 = &x[2 * oy * d.w * c..][..2 * ow * c];
         let r1 = &x[(2 * oy + 1) * d.w * c..][..2 * ow * c];
         let yr = &mut y[oy * ow * c..][..ow * c];
-        for ox in 0..ow {
-            let (a, b) = (&r0[2 * ox * c..][..2 * c], &r1[2 * ox * c..][..2 * c]);
-            for (ch, o) in yr[ox * c..][..c].iter_mut().enumerate() {
-                *o = a[ch].max(a[c + ch]).max(b[ch].max(b[c + ch]));
+        for ((o, a), b) in yr
+            .chunks_exact_mut(c)
+            .zip(r0.chunks_exact(2 * c))
+            .zip(r1.chunks_exact(2 * c))
+        {
+            let (a0, a1) = a.split_at(c);
+            let (b0, b1) = b.split_at(c);
+            for ((o, (&p, &q)), (&r, &s)) in
+                o.iter_mut().zip(a0.iter().zip(a1)).zip(b0.iter().zip(b1))
+            {
+                *o = p.max(q).max(r.max(s));
             }
         }
     }
@@ -198,6 +319,39 @@ mod tests {
         im2row(&x, d, &g, 0, out, 9, &mut col);
         assert_eq!(&col[..9], &[9, 9, 9, 9, 1, 2, 9, 3, 4]);
         assert_eq!(&col[27..], &[1, 2, 9, 3, 4, 9, 9, 9, 9]);
+        let mut fast = vec![0u8; 4 * 9];
+        im2row_u8(&x, d, &g, 0, out, 9, &mut fast);
+        assert_eq!(fast, col);
+    }
+
+    #[test]
+    fn fast_im2row_matches_the_generic_one() {
+        // 3 channels, 5x4 image, 3x3 (run 9) and 1x3 (run 9 too) kernels, strides and pads.
+        let d = Dims { h: 5, w: 4, c: 3 };
+        let x: Vec<u8> = (0..60).map(|i| (i * 7 % 251) as u8).collect();
+        for (kh, kw, stride, pads) in [
+            (3, 3, [1, 1], [1; 4]),
+            (3, 3, [2, 2], [1, 0, 1, 2]),
+            (1, 3, [1, 2], [0, 1, 0, 1]),
+        ] {
+            let g = ConvGeom {
+                cin: 3,
+                kh,
+                kw,
+                stride,
+                pads,
+                dilation: [1, 1],
+                groups: 1,
+            };
+            let oh = (d.h + pads[0] + pads[2] - kh) / stride[0] + 1;
+            let ow = (d.w + pads[1] + pads[3] - kw) / stride[1] + 1;
+            let out = Dims { h: oh, w: ow, c: 1 };
+            let mut a = vec![0u8; oh * ow * kh * kw * 3];
+            let mut b = a.clone();
+            im2row(&x, d, &g, 0, out, 200, &mut a);
+            im2row_u8(&x, d, &g, 0, out, 200, &mut b);
+            assert_eq!(a, b, "{kh}x{kw} {stride:?} {pads:?}");
+        }
     }
 
     #[test]
