@@ -22,10 +22,11 @@ use std::path::{Path, PathBuf};
 /// Requantization mode on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum RequantArg {
+    /// f32 `acc · s_in·s_w + bias`, then the fake quantizer's rounding (closest to the
+    /// simulation).
+    Float,
     /// 31-bit fixed-point multiplier + shift, round half to even, fused into the GEMM.
     FixedPoint,
-    /// f32 `acc · s_in·s_w + bias`, then the fake quantizer's rounding.
-    Float,
 }
 
 /// Flags of `qatlas convert`.
@@ -41,7 +42,7 @@ pub struct ConvertArgs {
     /// Output bundle (.safetensors).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "fixed-point")]
+    #[arg(long, value_enum, default_value = "float")]
     pub requant: RequantArg,
     /// Evaluate on the test split: integer model (and the simulation it came from, with
     /// accuracy difference and argmax / logit agreement).

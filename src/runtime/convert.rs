@@ -45,7 +45,7 @@ pub struct ConvertOptions {
 impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
-            requantization: Requantization::FixedPoint,
+            requantization: Requantization::default(),
             normalization: Normalization::identity(),
             class_names: Vec::new(),
         }

@@ -4,16 +4,17 @@
 //! dequantized exactly as the fake quantizer does) for float layers; and the code that runs it
 //! on a chunk of NHWC images.
 //!
-//! Requantization ([`Requantization::FixedPoint`], the default): per output channel `c`,
+//! Requantization ([`Requantization::FixedPoint`]): per output channel `c`,
 //! `M_c = s_in · s_w[c] · (1/s_out)` (f64, as a 31-bit [`FixedMultiplier`]), bias
 //! `round_half_even(b[c] / (s_in · s_w[c]))` in s32, and
 //! `u = clamp(zp + round_half_even((acc + bias_q) · M_c), lo, hi)`, fused into the GEMM epilogue
 //! when the clamp is one of the kernel's (none, ReLU, ReLU6-style), else applied per row with
 //! the same kernel-side `requant_row`. ReLU and Clip become clamps of the output range: since
 //! quantization is monotone, `q(relu(y)) = max(q(y), zp)` and `q(clip(y, a, b)) =
-//! clamp(q(y), q(a), q(b))` exactly. [`Requantization::Float`] instead computes
-//! `y = acc · (s_in · s_w[c]) + b[c]`, the activation in f32, and the fake quantizer's
-//! `round_half_even(y · (1/s_out)) + zp`.
+//! clamp(q(y), q(a), q(b))` exactly. [`Requantization::Float`] (the default) instead computes
+//! `y = acc · (s_in · s_w[c]) + b[c]` in f32 and the fake quantizer's
+//! `clamp(round_half_even(y · (1/s_out)) + zp, lo, hi)` (activation as the same exact clamp),
+//! in a branch-free loop the compiler vectorizes; the GEMM writes s32 for it.
 
 use super::error::{RuntimeError, invalid};
 use super::nhwc::{im2row, im2row_u8};

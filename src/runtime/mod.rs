@@ -7,7 +7,9 @@
 //! with each Conv2d/Linear's weights quantized once, exactly as the simulation's fake quantizers
 //! round them. Inference ([`IntModel::infer`]) quantizes the input with the fake quantizer's
 //! formula, runs integer im2row + GEMM with requantization straight to the next layer's u8 grid
-//! (fixed-point multiplier, round half to even), and dequantizes the logits. The integer model
+//! (by default `acc · (s_in·s_w) + bias` in f32 and the fake quantizer's round-half-even; or a
+//! 31-bit fixed-point multiplier and shift, also half to even, see [`Requantization`]), and
+//! dequantizes the logits. The integer model
 //! therefore equals the simulation except where the simulation's f32 convolution sum rounds a
 //! value across a quantization boundary (see `tests/runtime_*.rs` for the measured agreement).
 //!

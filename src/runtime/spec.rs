@@ -98,11 +98,13 @@ pub enum WeightStorage {
 pub enum Requantization {
     /// `zp + round_half_even((acc + bias_q) · M / 2^shift)` with a 31-bit fixed-point multiplier
     /// `M/2^shift ≈ s_in · s_w / s_out` and the bias rounded to s32 at scale `s_in · s_w`,
-    /// fused into the GEMM epilogue.
-    #[default]
+    /// fused into the GEMM epilogue (or applied per row when the clamp is not the kernel's).
     FixedPoint,
     /// `round_half_even((acc · (s_in · s_w) + bias) · (1 / s_out)) + zp` in f32: the simulation's
-    /// formula with the convolution sum taken exactly.
+    /// formula with the convolution sum taken exactly. The default: it matches the simulation
+    /// more often (seed-cnn int8 on MNIST test: 99.99% of logits bit-equal vs 99.64%) and, with a
+    /// vectorized epilogue, is not slower than the exact 64-bit fixed-point rounding.
+    #[default]
     Float,
 }
 
