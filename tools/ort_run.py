@@ -2,6 +2,9 @@
 
     python tools/ort_run.py run MODEL.onnx INPUT.npy OUTPUT.npy
         Runs MODEL on CPU with INPUT (float32) as its only input and writes its first output.
+    python tools/ort_run.py run-reference MODEL.onnx INPUT.npy OUTPUT.npy
+        The same with graph optimizations disabled: QDQ pairs run as written (the ONNX
+        reference semantics) instead of being fused into ORT's integer kernels.
     python tools/ort_run.py check MODEL.onnx
         onnx.checker.check_model(full_check=True); exit status 1 with the reason on failure.
 
@@ -13,11 +16,13 @@ import sys
 import numpy as np
 
 
-def run(model, inp, out):
+def run(model, inp, out, reference=False):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    if reference:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     x = np.load(inp).astype(np.float32)
     y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
@@ -31,8 +36,8 @@ def check(model):
 
 
 def main(argv):
-    if len(argv) == 5 and argv[1] == "run":
-        run(argv[2], argv[3], argv[4])
+    if len(argv) == 5 and argv[1] in ("run", "run-reference"):
+        run(argv[2], argv[3], argv[4], reference=argv[1] == "run-reference")
     elif len(argv) == 3 and argv[1] == "check":
         try:
             check(argv[2])

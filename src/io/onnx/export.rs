@@ -4,7 +4,8 @@
 //! forms (Linear -> Gemm with transB = 1, BatchNorm2d -> BatchNormalization with ONNX's momentum
 //! convention, Clip bounds and Reshape/Dropout operands as initializers named after the node).
 //! The input's batch axis is symbolic ("batch"); output shapes are declared with the axes that
-//! follow the batch size symbolic too. An `Unsupported` node cannot be exported: the error names
+//! follow the batch size symbolic too. Fake quantizers of a quantized model become QDQ pairs
+//! (`qdq.rs`). An `Unsupported` node cannot be exported: the error names
 //! it.
 
 use super::OnnxError;
@@ -118,13 +119,43 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
         source: Box::new(e),
     })?;
     let name = |v: usize| g.values[v].name.clone();
+    // Scales and zero points of fake quantizers are written by `qdq` in their ONNX types.
+    let mut qparam = vec![false; g.values.len()];
+    for n in &g.nodes {
+        if matches!(n.op, OpKind::FakeQuant(_)) {
+            n.inputs[1..].iter().for_each(|&v| qparam[v] = true);
+        }
+    }
+    let mut used_otherwise = vec![false; g.values.len()];
+    for n in &g.nodes {
+        let skip = usize::from(matches!(n.op, OpKind::FakeQuant(_)));
+        n.inputs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| skip == 0 || *k == 0)
+            .for_each(|(_, &v)| used_otherwise[v] = true);
+    }
+    let mut skip_param = vec![false; g.params.len()];
+    for (v, val) in g.values.iter().enumerate() {
+        if let crate::graph::Source::Param(p) = val.source {
+            skip_param[p] = qparam[v] && !used_otherwise[v];
+        }
+    }
     let mut initializer: Vec<TensorProto> = g
         .params
         .iter()
-        .map(|p| encode_f32(&p.name, p.tensor.shape(), slice(&p.tensor)))
+        .zip(&skip_param)
+        .filter(|(_, skip)| !**skip)
+        .map(|(p, _)| encode_f32(&p.name, p.tensor.shape(), slice(&p.tensor)))
         .collect();
     let mut node = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
+        if let OpKind::FakeQuant(a) = &n.op {
+            let (nodes, inits) = super::qdq::fake_quant(g, n, a, name(n.output), opset)?;
+            node.extend(nodes);
+            initializer.extend(inits);
+            continue;
+        }
         let mut input: Vec<String> = n.inputs.iter().map(|&v| name(v)).collect();
         let mut attribute = Vec::new();
         // A constant operand named after the node.

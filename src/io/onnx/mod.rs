@@ -27,6 +27,7 @@ mod export;
 mod import;
 mod ops;
 pub mod proto;
+mod qdq;
 mod registry;
 mod tensor;
 mod topo;
