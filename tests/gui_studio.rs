@@ -1,12 +1,16 @@
 //! The studio's application logic end to end, without a window: a tiny IDX dataset on disk, a
 //! "Train from scratch" command, the live events folded into the run, the trained model
 //! replacing the view, then "Evaluate on test set" giving exactly what `train::evaluate` gives
-//! for that model. Only the public API of `qatlas::app` is used, as the window uses it.
+//! for that model; then quantization-aware training of that model from the QAT panel's
+//! commands, its saved model re-evaluated from disk. Only the public API of `qatlas::app` is
+//! used, as the window uses it.
 #![cfg(feature = "gui")]
 
 use qatlas::app::StudioApp;
+use qatlas::app::qat_run::{QatCommand, QatPhase, QatPrecision, QatRequest};
 use qatlas::app::state::{Command, Loadable, ModelOrigin, RunPhase, TrainRequest};
 use qatlas::cli::common::GuiArgs;
+use qatlas::jobs::QatEvent;
 use qatlas::zoo::Arch;
 use std::path::Path;
 use std::sync::Arc;
@@ -160,4 +164,143 @@ fn train_from_scratch_then_evaluate_through_the_app() {
     );
     // The halves are trivially separable: a trained network must get well above chance.
     assert!(shown.accuracy > 0.9, "accuracy {}", shown.accuracy);
+}
+
+#[test]
+fn qat_from_the_studio_reports_live_and_saves_a_quantized_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx(dir.path(), "train", 512);
+    write_idx(dir.path(), "t10k", 128);
+    let args = GuiArgs {
+        model: Some(dir.path().join("absent.safetensors")),
+        data: Some(dir.path().to_path_buf()),
+    };
+    let mut app = StudioApp::new(args, Arc::new(|| {}));
+    pump_until(&mut app, "the dataset", |a| a.live.tasks.is_empty());
+    // Without a model there is nothing to quantize.
+    assert!(app.live.qat_blocker().unwrap_err().contains("no model"));
+    app.apply(
+        Command::Train(TrainRequest {
+            arch: Arch::SeedCnn,
+            epochs: 3,
+            lr: 0.05,
+        }),
+        None,
+    );
+    pump_until(&mut app, "the float model", |a| a.live.model.is_some());
+    assert_eq!(app.live.qat_blocker(), Ok(()));
+    let float = app.live.model.as_ref().unwrap().model.clone();
+
+    // Two epochs on the first 256 images (4 steps each), observers frozen after the first.
+    let req = QatRequest {
+        precision: QatPrecision::Int8,
+        epochs: 2,
+        lr: 1e-4,
+        lsq: false,
+        freeze_bn_after: None,
+        freeze_observers_after: Some(1),
+        limit: Some(256),
+    };
+    app.apply(Command::Qat(QatCommand::Start(req)), None);
+    assert!(app.live.is_busy());
+    assert!(
+        app.live
+            .qat_blocker()
+            .unwrap_err()
+            .contains("already under way")
+    );
+    pump_until(&mut app, "the QAT run", |a| {
+        !a.live.qat.as_ref().unwrap().is_active()
+    });
+    let run = app.live.qat.as_ref().unwrap();
+    assert!(
+        matches!(
+            run.phase,
+            QatPhase::Finished {
+                stopped_early: false,
+                ..
+            }
+        ),
+        "{:?}",
+        run.phase
+    );
+    let start = run.start.as_ref().expect("the Started event arrived");
+    // seed-cnn: weights of conv1, conv2, fc plus activation quantizers.
+    assert!(start.quantizers >= 4, "{}", start.quantizers);
+    // The float accuracy the job measured is the float model's on the whole test set.
+    let test = app.live.data.test.ready().unwrap().clone();
+    let direct = qatlas::train::evaluate(&float.graph, &test, &float.meta.normalization, 256)
+        .unwrap()
+        .accuracy;
+    assert_eq!(start.float_accuracy, Some(direct));
+    assert!(start.start_accuracy.is_some());
+    assert_eq!(run.progress.epochs.len(), 2);
+    assert!(run.progress.epochs.iter().all(|r| r.eval.is_some()));
+    let result = run.result.as_ref().unwrap();
+    assert_eq!(result.steps, 8);
+    let q = result.quantized_accuracy.expect("a quantized accuracy");
+    assert!(q > 0.9, "quantized accuracy {q}");
+    // The final scale report covers every quantizer; conv1's weights have 16 channels.
+    assert_eq!(run.scales.len(), start.quantizers);
+    assert!(run.scales.iter().any(|r| r.channels == 16));
+    assert!(
+        run.scales
+            .iter()
+            .all(|r| r.min > 0.0 && r.min <= r.mean && r.mean <= r.max)
+    );
+    assert!(run.notes.iter().any(|n| matches!(
+        n,
+        QatEvent::Frozen {
+            epoch: 1,
+            observers,
+            ..
+        } if *observers > 0
+    )));
+    let checkpoint = run.notes.iter().find_map(|n| match n {
+        QatEvent::Checkpoint { path, .. } => Some(path.clone()),
+        _ => None,
+    });
+    assert!(checkpoint.expect("a best checkpoint").exists());
+    assert!(
+        app.live
+            .notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("QAT finished")
+    );
+
+    // Save the deployable model and read it back: same accuracy, now blocked as already quantized.
+    app.apply(
+        Command::Qat(QatCommand::Save(dir.path().join("quantized"))),
+        None,
+    );
+    pump_until(&mut app, "the save", |a| {
+        a.live.qat.as_ref().unwrap().saved_to.is_some()
+    });
+    let saved = dir.path().join("quantized.safetensors");
+    assert_eq!(
+        app.live.qat.as_ref().unwrap().saved_to.as_deref(),
+        Some(saved.as_path())
+    );
+    let back = qatlas::io::load_model(&saved).unwrap();
+    let again = qatlas::train::evaluate(&back.graph, &test, &back.meta.normalization, 256)
+        .unwrap()
+        .accuracy;
+    assert_eq!(again, q);
+    assert!(
+        back.meta
+            .command
+            .as_deref()
+            .unwrap()
+            .starts_with("qatlas qat")
+    );
+    app.apply(Command::OpenModel(saved), None);
+    pump_until(&mut app, "the quantized model", |a| a.live.tasks.is_empty());
+    assert!(
+        app.live
+            .qat_blocker()
+            .unwrap_err()
+            .contains("already quantized")
+    );
 }

@@ -28,7 +28,10 @@ impl StudioApp {
             Command::PickDataDir => self.dialog(Pick::DataDir, frame),
             Command::OpenData(dir) => self.open_data(dir),
             Command::Evaluate => self.evaluate(),
-            Command::Train(req) => self.train(req),
+            Command::Train(req) => {
+                self.state.central = super::studio::CentralTab::Curves;
+                self.train(req)
+            }
             Command::StopTraining => {
                 if let Some(run) = self.live.training.as_mut().filter(|r| r.is_active()) {
                     if let Some(job) = &run.job {
@@ -39,6 +42,7 @@ impl StudioApp {
             }
             Command::PickSavePath => self.dialog(Pick::SavePath, frame),
             Command::SaveModel(path) => self.save(path),
+            Command::Qat(c) => self.apply_qat(c, frame),
             Command::DismissNotice => self.live.notice = None,
         }
     }
@@ -170,7 +174,7 @@ impl StudioApp {
         });
     }
 
-    fn dialog(&mut self, pick: Pick, frame: Option<&eframe::Frame>) {
+    pub(super) fn dialog(&mut self, pick: Pick, frame: Option<&eframe::Frame>) {
         if self.dialog_open {
             return;
         }
@@ -210,6 +214,20 @@ impl StudioApp {
                     .unwrap_or_else(|| "model.safetensors".into());
                 Box::pin(
                     d.set_title("Save the model as")
+                        .add_filter("qatlas model", &["safetensors"])
+                        .set_file_name(name)
+                        .save_file(),
+                )
+            }
+            Pick::QatSavePath => {
+                let name = self
+                    .live
+                    .qat
+                    .as_ref()
+                    .map(|r| super::qat_run::default_file_name(&r.model_name, r.request.precision))
+                    .unwrap_or_else(|| "model_qat.safetensors".into());
+                Box::pin(
+                    d.set_title("Save the quantized model as")
                         .add_filter("qatlas model", &["safetensors"])
                         .set_file_name(name)
                         .save_file(),

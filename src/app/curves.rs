@@ -30,11 +30,31 @@ impl Default for CurvesPanel {
 }
 
 /// One line of the loss plot.
-struct Series {
-    name: &'static str,
-    points: Vec<[f64; 2]>,
-    color: Color32,
-    width: f32,
+pub(super) struct Series {
+    pub name: &'static str,
+    pub points: Vec<[f64; 2]>,
+    pub color: Color32,
+    pub width: f32,
+}
+
+/// The raw and smoothed loss lines of a live run (the raw one only if `show_raw`).
+pub(super) fn live_loss_series(p: &super::progress::TrainProgress, show_raw: bool) -> Vec<Series> {
+    let mut s = Vec::new();
+    if show_raw {
+        s.push(Series {
+            name: "step loss",
+            points: p.loss.clone(),
+            color: RAW_LOSS,
+            width: 1.0,
+        });
+    }
+    s.push(Series {
+        name: "loss, smoothed",
+        points: p.smoothed.clone(),
+        color: LOSS,
+        width: 2.0,
+    });
+    s
 }
 
 impl CurvesPanel {
@@ -45,16 +65,14 @@ impl CurvesPanel {
             .training
             .as_ref()
             .filter(|r| r.is_active() || matches!(r.phase, RunPhase::Failed(_)));
-        ui.add_space(4.0);
-        ui.horizontal(|ui| {
-            ui.heading("Training curves");
-            if live_run.is_some() {
+        // The studio's tab bar above names the panel.
+        if live_run.is_some() {
+            ui.horizontal(|ui| {
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     ui.checkbox(&mut self.show_raw, "step loss");
                 });
-            }
-        });
-        ui.separator();
+            });
+        }
         if let Some(run) = &cx.live.training {
             run_header(ui, run, cx);
             ui.separator();
@@ -67,23 +85,8 @@ impl CurvesPanel {
         let (series, epochs, epoch_span, caption) = match (live_run, history) {
             (Some(run), _) => {
                 let p = &run.progress;
-                let mut s = Vec::new();
-                if self.show_raw {
-                    s.push(Series {
-                        name: "step loss",
-                        points: p.loss.clone(),
-                        color: RAW_LOSS,
-                        width: 1.0,
-                    });
-                }
-                s.push(Series {
-                    name: "loss, smoothed",
-                    points: p.smoothed.clone(),
-                    color: LOSS,
-                    width: 2.0,
-                });
                 (
-                    s,
+                    live_loss_series(p, self.show_raw),
                     &p.epochs[..],
                     run.request.epochs,
                     "Live run: training loss at the steps reported so far (up to ~50 per second)",
@@ -120,10 +123,10 @@ impl CurvesPanel {
             24.0 + 20.0 * epochs.len().min(8) as f32
         };
         let avail = (ui.available_height() - table_h - 40.0).max(240.0);
-        loss_plot(ui, &series, avail * 0.6);
+        loss_plot(ui, "loss_plot", &series, avail * 0.6);
         accuracy_plot(ui, epochs, epoch_span, avail * 0.4 - 8.0);
         if !epochs.is_empty() {
-            epoch_table(ui, epochs);
+            epoch_table(ui, "epochs", epochs);
         }
     }
 }
@@ -215,13 +218,16 @@ fn run_header(ui: &mut egui::Ui, run: &TrainRun, cx: &mut FrameCtx<'_>) {
     }
 }
 
-fn loss_plot(ui: &mut egui::Ui, series: &[Series], height: f32) {
-    Plot::new("loss_plot")
+/// The loss plot; `id` tells plots in different panels apart (each keeps its own zoom).
+pub(super) fn loss_plot(ui: &mut egui::Ui, id: &str, series: &[Series], height: f32) {
+    Plot::new(id)
         .height(height)
         .legend(Legend::default())
         .x_axis_label("step")
         .y_axis_label("loss")
         .include_y(0.0)
+        // The QAT panel scrolls: the wheel must scroll it, not pan the plot.
+        .allow_scroll(false)
         .show(ui, |plot| {
             for s in series {
                 plot.line(
@@ -282,12 +288,13 @@ fn accuracy_plot(ui: &mut egui::Ui, epochs: &[EpochRecord], epoch_span: usize, h
         });
 }
 
-fn epoch_table(ui: &mut egui::Ui, epochs: &[EpochRecord]) {
+/// The per-epoch table (train loss and accuracy, test accuracy and loss, throughput).
+pub(super) fn epoch_table(ui: &mut egui::Ui, id: &str, epochs: &[EpochRecord]) {
     egui::ScrollArea::both()
-        .id_salt("epoch_table")
+        .id_salt(id)
         .max_height(24.0 + 20.0 * 8.0)
         .show(ui, |ui| {
-            egui::Grid::new("epochs")
+            egui::Grid::new((id, "grid"))
                 .num_columns(6)
                 .striped(true)
                 .spacing([12.0, 2.0])

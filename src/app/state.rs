@@ -6,6 +6,7 @@
 //! on a worker thread and arrives complete.
 
 use super::progress::TrainProgress;
+use super::qat_run::{QatCommand, QatRun, QatTaskResult};
 use super::task::Task;
 use crate::data::Dataset;
 use crate::graph::{LayerSummary, summarize};
@@ -44,6 +45,8 @@ pub enum Command {
     /// Ask the user where to save the current model.
     PickSavePath,
     SaveModel(PathBuf),
+    /// Quantization-aware training (the QAT panel).
+    Qat(QatCommand),
     /// Hide the notice in the status line.
     DismissNotice,
 }
@@ -169,6 +172,7 @@ pub enum Pick {
     Model,
     DataDir,
     SavePath,
+    QatSavePath,
 }
 
 /// What opening a model file gave.
@@ -207,6 +211,8 @@ pub enum Outcome {
         path: PathBuf,
         result: Result<(), String>,
     },
+    /// A QAT run's inputs were prepared, or its model saved.
+    Qat(QatTaskResult),
 }
 
 /// Where a training run is.
@@ -279,6 +285,8 @@ pub struct Live {
     pub data_ticket: u64,
     pub training: Option<TrainRun>,
     pub evaluation: Option<EvalRun>,
+    /// The latest quantization-aware training run (kept after it ends, for its results).
+    pub qat: Option<QatRun>,
     /// The latest evaluation: (model id, result).
     pub last_eval: Option<(u64, EvalResult)>,
     pub notice: Option<Notice>,
@@ -301,6 +309,7 @@ impl Live {
             data_ticket: 0,
             training: None,
             evaluation: None,
+            qat: None,
             last_eval: None,
             notice: None,
             tasks: Vec::new(),
@@ -337,7 +346,10 @@ impl Live {
 
     /// Whether anything runs in the background (the UI then repaints to animate progress).
     pub fn is_busy(&self) -> bool {
-        !self.tasks.is_empty() || self.is_training() || self.evaluation.is_some()
+        !self.tasks.is_empty()
+            || self.is_training()
+            || self.evaluation.is_some()
+            || self.qat.as_ref().is_some_and(QatRun::is_active)
     }
 
     /// What runs in the background, for the status line.
@@ -358,6 +370,7 @@ impl Live {
         if self.evaluation.is_some() {
             out.push("Evaluating on the test set…".to_string());
         }
+        out.extend(self.qat.as_ref().and_then(QatRun::busy_label));
         out
     }
 
@@ -385,6 +398,9 @@ impl Live {
     pub fn train_blocker(&self) -> Result<(), String> {
         if self.is_training() {
             return Err("a training run is already under way".into());
+        }
+        if self.qat.as_ref().is_some_and(QatRun::is_active) {
+            return Err("a QAT run is under way; wait for it to finish".into());
         }
         match &self.data.train {
             Loadable::Ready(_) => Ok(()),

@@ -8,6 +8,8 @@
 use super::actions::ActionsPanel;
 use super::curves::CurvesPanel;
 use super::model_panel::ModelPanel;
+use super::qat_panel::QatPanel;
+use super::qat_run::QatCommand;
 use super::state::{
     Command, FrameCtx, Live, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome, Pick, RunPhase,
     Settings, SplitKind,
@@ -28,6 +30,14 @@ pub const DRAIN_BUDGET: Duration = Duration::from_millis(10);
 /// Repaint interval while background work runs, so progress animates.
 pub const BUSY_REPAINT: Duration = Duration::from_millis(50);
 
+/// Which view fills the centre of the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CentralTab {
+    #[default]
+    Curves,
+    Qat,
+}
+
 /// What a session would persist: settings and the panels' own state (no live handles).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StudioState {
@@ -36,6 +46,8 @@ pub struct StudioState {
     pub model_panel: ModelPanel,
     pub actions: ActionsPanel,
     pub curves: CurvesPanel,
+    pub qat: QatPanel,
+    pub central: CentralTab,
 }
 
 /// The studio window's application.
@@ -63,6 +75,8 @@ impl StudioApp {
             model_panel: ModelPanel::default(),
             actions: ActionsPanel::default(),
             curves: CurvesPanel::default(),
+            qat: QatPanel::default(),
+            central: CentralTab::default(),
         };
         let mut app = StudioApp {
             state,
@@ -122,11 +136,17 @@ impl StudioApp {
             run.phase = RunPhase::Failed(msg.clone());
             self.live.error(msg);
         }
+        self.pump_qat(deadline);
     }
 
-    /// Whether training events are waiting for the next frame.
+    /// Whether job events are waiting for the next frame.
     pub fn has_backlog(&self) -> bool {
         !self.backlog.is_empty()
+            || self
+                .live
+                .qat
+                .as_ref()
+                .is_some_and(|r| !r.backlog.is_empty())
     }
 
     fn pump_evaluation(&mut self) {
@@ -289,6 +309,7 @@ impl StudioApp {
                     Pick::Model => Command::OpenModel(path),
                     Pick::DataDir => Command::OpenData(path),
                     Pick::SavePath => Command::SaveModel(path),
+                    Pick::QatSavePath => Command::Qat(QatCommand::Save(path)),
                 };
                 self.apply(cmd, None);
             }
@@ -303,6 +324,7 @@ impl StudioApp {
                 }
                 Err(e) => self.live.error(format!("cannot save the model: {e}")),
             },
+            Outcome::Qat(r) => self.on_qat_task(r),
         }
     }
 
@@ -379,6 +401,8 @@ impl eframe::App for StudioApp {
                 model_panel,
                 actions,
                 curves,
+                qat,
+                central,
             } = &mut self.state;
             let mut cx = FrameCtx::new(&self.live, settings, &mut commands);
             egui::Panel::top("top_bar").show(ui, |ui| top_bar.ui(ui, &mut cx));
@@ -390,7 +414,23 @@ impl eframe::App for StudioApp {
                 .resizable(true)
                 .default_size(320.0)
                 .show(ui, |ui| actions.ui(ui, &mut cx));
-            egui::CentralPanel::default().show(ui, |ui| curves.ui(ui, &mut cx));
+            egui::CentralPanel::default().show(ui, |ui| {
+                ui.add_space(4.0);
+                ui.horizontal(|ui| {
+                    for (tab, name) in [
+                        (CentralTab::Curves, "Training curves"),
+                        (CentralTab::Qat, "Quantization-aware training"),
+                    ] {
+                        let text = egui::RichText::new(name).heading();
+                        ui.selectable_value(central, tab, text);
+                    }
+                });
+                ui.separator();
+                match central {
+                    CentralTab::Curves => curves.ui(ui, &mut cx),
+                    CentralTab::Qat => qat.ui(ui, &mut cx),
+                }
+            });
         }
         for c in commands {
             self.apply(c, Some(frame));
