@@ -462,3 +462,75 @@ fn weight_range_selects_restricted_kernels_and_rejects_misuse() {
         );
     }
 }
+
+/// Float requantization fused into the GEMM (the runtime's default) equals the s32 GEMM followed
+/// by the fake quantizer's arithmetic written out here, on every path (the AVX2 epilogue uses
+/// `vroundps`, the portable one the 1.5·2^23 trick), including ties and clamped values.
+#[test]
+fn float_requantized_gemm_matches_the_fake_quant_formula() {
+    use qatlas::ops::fake_quant::round_half_even;
+    for k in kernels() {
+        for (seed, &(m, kk, n)) in [
+            (1, 1, 1),
+            (9, 70, 23),
+            (200, 144, 32),
+            (37, 9, 16),
+            (5, 600, 70),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut r = ChaCha8Rng::seed_from_u64(seed as u64 + 40);
+            let a = rand_u8(&mut r, m * kk);
+            let b = rand_weights(k, &mut r, kk * n);
+            let zp: Vec<i32> = (0..n).map(|_| r.random_range(-3..=3)).collect();
+            let pb = PackedB::pack(k, Weights::S8(&b), kk, n, BLayout::KxN)
+                .unwrap()
+                .with_zero_points(&zp)
+                .unwrap();
+            let za = r.random_range(0..=255u8);
+            let mut acc = vec![0i32; m * n];
+            gemm_u8s8_i32_zp(&a, m, za, &pb, &mut acc, Parallelism::Sequential).unwrap();
+            // Scales that put many values on exact .5 ties (powers of two), others not.
+            let scale: Vec<f32> = (0..n)
+                .map(|j| {
+                    if j % 2 == 0 {
+                        0.5f32.powi(j as i32 % 5 + 1)
+                    } else {
+                        r.random_range(1e-4..1e-2)
+                    }
+                })
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|_| r.random_range(-2.0..2.0)).collect();
+            let rq = FloatRequant {
+                scale: scale.clone(),
+                bias: bias.clone(),
+                inv_out: 1.0 / 0.25,
+                zero_point: 37.0,
+                lo: 37.0,
+                hi: 250.0,
+            };
+            let mut got = vec![0u8; m * n];
+            gemm_u8s8_requant_f32(&a, m, za, &pb, &rq, &mut got, Parallelism::Rayon).unwrap();
+            for (i, (&g, &c)) in got.iter().zip(&acc).enumerate() {
+                let j = i % n;
+                let y = c as f32 * scale[j] + bias[j];
+                let want = (round_half_even(y * 4.0) + 37.0).clamp(37.0, 250.0) as u8;
+                assert_eq!(g, want, "{} m{m} k{kk} n{n} at {i}", k.name);
+            }
+        }
+    }
+    let pb = PackedB::new(&[1, 2], 1, 2, BLayout::KxN).unwrap();
+    let bad = FloatRequant {
+        scale: vec![1.0],
+        bias: vec![0.0, 0.0],
+        inv_out: 1.0,
+        zero_point: 0.0,
+        lo: 0.0,
+        hi: 255.0,
+    };
+    let mut out = [0u8; 2];
+    assert!(
+        gemm_u8s8_requant_f32(&[1], 1, 0, &pb, &bad, &mut out, Parallelism::Sequential).is_err()
+    );
+}

@@ -56,7 +56,12 @@ thread_local! {
 
 #[inline]
 fn quantize(v: f32, inv: f32, g: &QGrid) -> u8 {
-    to_u8((round_half_even(v * inv) + g.zero_point as f32).clamp(g.lo as f32, g.hi as f32))
+    // max/min, not `clamp`: its bounds check keeps loops over this scalar. A NaN input gives lo.
+    to_u8(
+        (round_half_even(v * inv) + g.zero_point as f32)
+            .max(g.lo as f32)
+            .min(g.hi as f32),
+    )
 }
 
 #[inline]

@@ -21,8 +21,8 @@ use super::nhwc::{im2row, im2row_u8};
 use super::spec::{Act, Dims, LayerKind, LayerSpec, QGrid, Requantization, WeightStorage};
 use super::store::TensorData;
 use crate::kernels::int8::{
-    Activation, BLayout, FixedMultiplier, Int4Kind, PackedB, Parallelism, Requant,
-    gemm_u8s8_i32_zp, gemm_u8s8_requant, int4, requant_row,
+    Activation, BLayout, FixedMultiplier, FloatRequant, Int4Kind, PackedB, Parallelism, Requant,
+    gemm_u8s8_i32_zp, gemm_u8s8_requant, gemm_u8s8_requant_f32, int4, requant_row,
 };
 use crate::kernels::{MatMut, MatRef, sgemm};
 use crate::ops::fake_quant::round_half_even;
@@ -44,6 +44,8 @@ struct IntParts {
     zx: u8,
     /// The fused epilogue, when it can express the clamp (one group, u8 output, fixed point).
     fused: Option<Requant>,
+    /// The fused float epilogue (one group, u8 output, float requantization).
+    fused_f32: Option<FloatRequant>,
     mult: Vec<i32>,
     shift: Vec<u32>,
     bias_q: Vec<i32>,
@@ -287,10 +289,22 @@ impl Layer {
                     }
                     _ => None,
                 };
+                let fused_f32 = match (out, mode, groups) {
+                    (Some(go), Requantization::Float, 1) => Some(FloatRequant {
+                        scale: comb64.iter().map(|&c| c as f32).collect(),
+                        bias: bias.clone(),
+                        inv_out: go.inv_scale(),
+                        zero_point: go.zero_point as f32,
+                        lo: go.lo as f32,
+                        hi: go.hi as f32,
+                    }),
+                    _ => None,
+                };
                 Compute::Int(IntParts {
                     packed,
                     zx: gi.zero_point as u8,
                     fused,
+                    fused_f32,
                     mult,
                     shift,
                     bias_q,
@@ -393,6 +407,10 @@ impl Layer {
                         gemm_u8s8_requant(a, m, p.zx, &p.packed[g], rq, out_u8, par)?;
                         continue;
                     }
+                    if let Some(rq) = &p.fused_f32 {
+                        gemm_u8s8_requant_f32(a, m, p.zx, &p.packed[g], rq, out_u8, par)?;
+                        continue;
+                    }
                     grow(&mut s.acc, m * cg);
                     let acc = &mut s.acc[..m * cg];
                     gemm_u8s8_i32_zp(a, m, p.zx, &p.packed[g], acc, par)?;
@@ -421,7 +439,8 @@ impl Layer {
     fn quant(&self, y: f32, g: &QGrid) -> u8 {
         to_u8(
             (round_half_even(y * g.inv_scale()) + g.zero_point as f32)
-                .clamp(g.lo as f32, g.hi as f32),
+                .max(g.lo as f32)
+                .min(g.hi as f32),
         )
     }
 
@@ -473,7 +492,8 @@ impl Layer {
                         .zip(bias)
                     {
                         let y = a as f32 * m + b;
-                        *o = to_u8((round_half_even(y * inv) + zp).clamp(lo, hi));
+                        // max/min, not `clamp`: its bounds check keeps the loop scalar.
+                        *o = to_u8((round_half_even(y * inv) + zp).max(lo).min(hi));
                     }
                 }
                 (None, _) => {

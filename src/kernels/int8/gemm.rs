@@ -232,6 +232,146 @@ impl<T: QuantOutput> Epilogue for RequantEpilogue<'_, T> {
     }
 }
 
+/// Float requantization to u8, the fake-quant simulation's arithmetic (see [`FloatRequant`]).
+struct FloatRequantEpilogue<'a> {
+    out: OutPtr<u8>,
+    n: usize,
+    comp: Compensation<'a>,
+    rq: &'a FloatRequant,
+    /// The AVX2 row (off on the portable path, so `QATLAS_KERNEL=portable` tests the other).
+    simd: bool,
+}
+
+impl Epilogue for FloatRequantEpilogue<'_> {
+    fn finish(&self, blk: Block, acc: &mut [i32], ld: usize) {
+        let (j0, cols) = (blk.j0, blk.cols);
+        let rs = self.comp.row_sums(blk.i0, blk.rows);
+        let (scale, bias) = (&self.rq.scale[j0..j0 + cols], &self.rq.bias[j0..j0 + cols]);
+        let (inv, zp, lo, hi) = (self.rq.inv_out, self.rq.zero_point, self.rq.lo, self.rq.hi);
+        for r in 0..blk.rows {
+            let row = &mut acc[r * ld..r * ld + cols];
+            self.comp.apply_row(j0, row, &rs, r);
+            // SAFETY: row i0 + r, columns j0..j0 + cols belong to this task's rectangle only.
+            let dst = unsafe { self.out.row(self.n, blk.i0 + r, j0, cols) };
+            float_requant_row(self.simd, row, scale, bias, inv, zp, lo, hi, dst);
+        }
+    }
+}
+
+/// `dst[j] = clamp(round_half_even((acc[j]·scale[j] + bias[j])·inv) + zp, lo, hi)` as u8.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn float_requant_row(
+    simd: bool,
+    acc: &[i32],
+    scale: &[f32],
+    bias: &[f32],
+    inv: f32,
+    zp: f32,
+    lo: f32,
+    hi: f32,
+    dst: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && avx2_available() {
+        // SAFETY: AVX2 instructions only; the CPU has AVX2 (checked).
+        unsafe { float_requant_row_avx2(acc, scale, bias, inv, zp, lo, hi, dst) };
+        return;
+    }
+    float_requant_row_portable(acc, scale, bias, inv, zp, lo, hi, dst);
+}
+
+/// The portable body of [`float_requant_row`] (written so that it vectorizes: no `clamp`,
+/// whose bounds check keeps loops scalar).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn float_requant_row_portable(
+    acc: &[i32],
+    scale: &[f32],
+    bias: &[f32],
+    inv: f32,
+    zp: f32,
+    lo: f32,
+    hi: f32,
+    dst: &mut [u8],
+) {
+    for (((o, &a), &s), &b) in dst.iter_mut().zip(acc).zip(scale).zip(bias) {
+        let y = a as f32 * s + b;
+        let q = (round_half_even(y * inv) + zp).max(lo).min(hi);
+        // q is an integer in 0..=255: adding 2^23 puts it in the mantissa's low bits.
+        *o = (q + 8_388_608.0).to_bits() as u8;
+    }
+}
+
+/// [`float_requant_row_portable`] with AVX2 intrinsics, 8 columns at a time. The same IEEE
+/// single-precision sequence (convert, multiply, add, multiply, round half to even, add, clamp;
+/// no FMA contraction), so the results are identical: `vroundps` with round-to-nearest equals the
+/// 1.5·2^23 trick for |v| ≤ 2^22, and beyond that both end at `lo` or `hi` after the clamp.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn float_requant_row_avx2(
+    acc: &[i32],
+    scale: &[f32],
+    bias: &[f32],
+    inv: f32,
+    zp: f32,
+    lo: f32,
+    hi: f32,
+    dst: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let n = acc.len().min(scale.len()).min(bias.len()).min(dst.len());
+    let full = n / 8 * 8;
+    let (vinv, vzp, vlo, vhi) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(zp),
+        _mm256_set1_ps(lo),
+        _mm256_set1_ps(hi),
+    );
+    let mut j = 0;
+    while j < full {
+        // SAFETY: j + 8 <= n, and n is at most every slice's length.
+        unsafe {
+            let a = _mm256_cvtepi32_ps(_mm256_loadu_si256(acc.as_ptr().add(j).cast()));
+            let y = _mm256_add_ps(
+                _mm256_mul_ps(a, _mm256_loadu_ps(scale.as_ptr().add(j))),
+                _mm256_loadu_ps(bias.as_ptr().add(j)),
+            );
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(y, vinv),
+            );
+            let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzp), vlo), vhi);
+            let i = _mm256_cvtps_epi32(q);
+            // 8 x i32 in 0..=255 -> 8 bytes: pack to i16 within lanes, then to u8.
+            let w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+            let b = _mm_packus_epi16(w, w);
+            _mm_storel_epi64(dst.as_mut_ptr().add(j).cast(), b);
+        }
+        j += 8;
+    }
+    float_requant_row_portable(
+        &acc[full..n],
+        &scale[full..n],
+        &bias[full..n],
+        inv,
+        zp,
+        lo,
+        hi,
+        &mut dst[full..n],
+    );
+}
+
+/// Round half to even by the 1.5·2^23 trick, clamped to ±2^22 first: the same function as the
+/// fake quantizer's `ops::fake_quant::round_half_even` (kernels depend on nothing else in the
+/// crate; `tests/runtime_*` check the two agree through the simulation-equals-deployment test).
+#[inline(always)]
+fn round_half_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    const LIMIT: f32 = 4_194_304.0;
+    (v.max(-LIMIT).min(LIMIT) + MAGIC) - MAGIC
+}
+
 /// Per-thread scratch: the packed A block and the s32 block.
 #[derive(Default)]
 struct Scratch {
@@ -440,6 +580,65 @@ pub fn gemm_u8s8_i32_zp(
         out: OutPtr(c.as_mut_ptr()),
         n: b.n,
         comp: Some(Compensation::new(a, b.k, a_zp, b, &[])),
+    };
+    run(a, m, b, &epi, par);
+    Ok(())
+}
+
+/// Per-column float requantization, the arithmetic of the fake-quant simulation: for output
+/// column j, `u = clamp(round_half_even((acc·scale[j] + bias[j])·inv_out) + zero_point, lo, hi)`
+/// with `acc` the exact s32 `(A − a_zp)·(B − b_zp)` (round half to even as `x + 1.5·2^23 −
+/// 1.5·2^23`). An activation (ReLU/ReLU6) is expressed through `lo`/`hi`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatRequant {
+    /// `a_scale · b_scale[j]`, one per output column.
+    pub scale: Vec<f32>,
+    /// f32 bias, one per output column.
+    pub bias: Vec<f32>,
+    /// `1 / out_scale`.
+    pub inv_out: f32,
+    pub zero_point: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// `out = float_requant((A - a_zp) · (B - b_zp))` to u8 (see [`FloatRequant`]), fused into the
+/// GEMM's epilogue (the s32 block is requantized while it is in cache).
+pub fn gemm_u8s8_requant_f32(
+    a: &[u8],
+    m: usize,
+    a_zp: u8,
+    b: &PackedB,
+    rq: &FloatRequant,
+    out: &mut [u8],
+    par: Parallelism,
+) -> Result<(), Int8Error> {
+    check_a(a, m, b)?;
+    check_out(out.len(), m, b.n)?;
+    let n = b.n;
+    for (what, len) in [("scales", rq.scale.len()), ("bias", rq.bias.len())] {
+        if len != n {
+            return Err(Int8Error::PerColumn {
+                what,
+                n,
+                found: len,
+            });
+        }
+    }
+    if !(0.0 <= rq.lo && rq.lo <= rq.hi && rq.hi <= 255.0) {
+        return Err(Int8Error::Clamp {
+            lo: rq.lo as i32,
+            hi: rq.hi as i32,
+            min: 0,
+            max: 255,
+        });
+    }
+    let epi = FloatRequantEpilogue {
+        out: OutPtr(out.as_mut_ptr()),
+        n,
+        comp: Compensation::new(a, b.k, a_zp, b, &[]),
+        rq,
+        simd: b.path() != super::KernelPath::Portable,
     };
     run(a, m, b, &epi, par);
     Ok(())

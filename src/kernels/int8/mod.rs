@@ -41,7 +41,10 @@ pub use dispatch::{
     selected_kernel,
 };
 pub use error::Int8Error;
-pub use gemm::{Parallelism, gemm_u8s8_i32, gemm_u8s8_i32_zp, gemm_u8s8_requant};
+pub use gemm::{
+    FloatRequant, Parallelism, gemm_u8s8_i32, gemm_u8s8_i32_zp, gemm_u8s8_requant,
+    gemm_u8s8_requant_f32,
+};
 pub use int4::Int4Kind;
 pub use pack::{BLayout, PackedB, Weights};
 pub use requant::{
