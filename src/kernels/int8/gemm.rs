@@ -515,7 +515,9 @@ fn run(a: &[u8], m: usize, b: &PackedB, epi: &dyn Epilogue, par: Parallelism) {
         });
     };
     let tasks = p.blocks_m * p.blocks_n;
-    if threads > 1 && tasks > 1 {
+    // Small problems stay on this thread even when they span several blocks: handing a few
+    // microseconds of work to the pool costs more than it saves (batch-1 inference).
+    if threads > 1 && tasks > 1 && m * n * k >= PAR_MIN_MACS {
         (0..tasks).into_par_iter().for_each(task);
     } else {
         (0..tasks).for_each(task);
