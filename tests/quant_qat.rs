@@ -146,6 +146,15 @@ fn int8_qat_job_keeps_accuracy_checkpoints_and_resumes() {
     let norm = &out.model.meta.normalization;
     assert_eq!(evaluate(g, &test, norm, 250).unwrap().accuracy, q);
     assert_eq!(out.plan.ranges.len(), 7);
+    // Deployment: the integer runtime runs the QAT model as the simulation does.
+    let int = qatlas::runtime::IntModel::convert(g, &Default::default()).unwrap();
+    let int_acc = qatlas::runtime::evaluate(&int, &test, norm, 250)
+        .unwrap()
+        .accuracy;
+    assert!(
+        (int_acc - q).abs() <= 0.001,
+        "integer {int_acc} vs fake-quant {q}"
+    );
     // The checkpoint holds the training graph and where the run stands.
     let c = load_model(&ckpt).unwrap();
     let st = c.meta.qat.clone().expect("QAT state in the checkpoint");
@@ -307,6 +316,20 @@ fn resnet_batchnorm_and_observers_freeze_on_schedule() {
         .unwrap()
         .0;
     let (a, b) = (tg.infer(&x).unwrap(), dg.infer(&x).unwrap());
+    // ... and so does the integer runtime (folded BatchNorm, residual Adds, average pool).
+    let int = qatlas::runtime::IntModel::convert(dg, &Default::default()).unwrap();
+    let c = int.infer(&x).unwrap();
+    let argmax = |t: &qatlas::tensor::Tensor, i: usize| {
+        let row: Vec<f32> = t.index_axis(ndarray::Axis(0), i).iter().copied().collect();
+        (0..row.len())
+            .max_by(|&p, &q| row[p].total_cmp(&row[q]))
+            .unwrap()
+    };
+    let agree = (0..32).filter(|&i| argmax(&b, i) == argmax(&c, i)).count();
+    assert!(
+        agree >= 31,
+        "integer runtime agrees on {agree} of 32 images"
+    );
     let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let d = a
         .iter()
