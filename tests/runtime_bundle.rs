@@ -64,6 +64,17 @@ fn bundle_round_trip_is_exact_and_compact() {
     let len = std::fs::metadata(&p).unwrap().len() as usize;
     assert_eq!(m.weight_bytes(), 33_736 + 58 * 4);
     assert!(len < m.weight_bytes() + 16_000, "{len}");
+    // Told apart from other files by the header alone (what `qatlas eval` relies on).
+    assert!(qatlas::runtime::is_bundle(&p));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(!qatlas::runtime::is_bundle(
+        &root.join("assets/seed_cnn_mnist.safetensors")
+    ));
+    let bytes = std::fs::read(&p).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..20]).unwrap();
+    assert!(!qatlas::runtime::is_bundle(&cut));
+    assert!(!qatlas::runtime::is_bundle(&dir.path().join("missing")));
 }
 
 #[test]

@@ -63,18 +63,6 @@ fn has_fake_quant(g: &Graph) -> bool {
     g.nodes.iter().any(|n| matches!(n.op, OpKind::FakeQuant(_)))
 }
 
-/// Whether `path` is an integer bundle (by its metadata, not its name).
-fn is_bundle(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|b| {
-        safetensors::SafeTensors::read_metadata(&b).is_ok_and(|(_, h)| {
-            h.metadata()
-                .as_ref()
-                .and_then(|m| m.get("qatlas.format"))
-                .is_some_and(|v| v.starts_with("int-"))
-        })
-    })
-}
-
 /// Agreement of simulation and integer model on a dataset.
 struct Agreement {
     images: usize,
@@ -134,7 +122,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         "nothing to do: give --out (write the bundle) and/or --eval"
     );
     let path = a.model.clone().unwrap_or_else(default_model);
-    if is_bundle(&path) {
+    if crate::runtime::is_bundle(&path) {
         anyhow::ensure!(
             a.plan.is_none() && a.out.is_none(),
             "{} is already an integer model: only --eval applies",

@@ -1,4 +1,6 @@
-//! `qatlas eval`: accuracy and loss of a model on a dataset split.
+//! `qatlas eval`: accuracy and loss of a model on a dataset split: a float or fake-quant model
+//! (native or ONNX) on the float engine, or an integer bundle (`qatlas convert`) on the integer
+//! runtime.
 
 use super::common::{DataArgs, SplitArg, default_model, print_json};
 use crate::io::load_any;
@@ -10,7 +12,8 @@ use std::path::PathBuf;
 /// Flags of `qatlas eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model file, .safetensors or .onnx (default: the built-in pretrained seed-cnn).
+    /// Model file: .safetensors (float, fake-quant or integer bundle) or .onnx (default: the
+    /// built-in pretrained seed-cnn).
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[command(flatten)]
@@ -30,11 +33,26 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     let path = a.model.clone().unwrap_or_else(default_model);
-    let model = load_any(&path)?;
-    let norm = a.data.normalization(&model.meta.normalization)?;
-    let ds = a.data.load(a.split.into(), a.limit)?;
-    norm.validate(ds.c)?;
-    let r = evaluate(&model.graph, &ds, &norm, a.batch)?;
+    let (r, runtime) = if crate::runtime::is_bundle(&path) {
+        let m = crate::runtime::IntModel::load(&path)?;
+        let norm = a.data.normalization(&m.spec().normalization)?;
+        let ds = a.data.load(a.split.into(), a.limit)?;
+        norm.validate(ds.c)?;
+        let r = crate::runtime::evaluate(&m, &ds, &norm, a.batch)?;
+        let r = crate::train::EvalResult {
+            accuracy: r.accuracy,
+            loss: r.loss,
+            images: r.images,
+            images_per_s: r.images_per_s,
+        };
+        (r, "integer")
+    } else {
+        let model = load_any(&path)?;
+        let norm = a.data.normalization(&model.meta.normalization)?;
+        let ds = a.data.load(a.split.into(), a.limit)?;
+        norm.validate(ds.c)?;
+        (evaluate(&model.graph, &ds, &norm, a.batch)?, "float engine")
+    };
     if a.json {
         print_json(&json!({
             "model": path.display().to_string(),
@@ -43,10 +61,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "loss": r.loss,
             "images": r.images,
             "images_per_s": r.images_per_s,
+            "runtime": runtime,
         }))
     } else {
         println!(
-            "{}: accuracy {:.2}%, loss {:.4} on {} images ({:.0} img/s)",
+            "{} ({runtime}): accuracy {:.2}%, loss {:.4} on {} images ({:.0} img/s)",
             path.display(),
             r.accuracy * 100.0,
             r.loss,

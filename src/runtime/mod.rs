@@ -43,7 +43,7 @@ pub use convert::ConvertOptions;
 pub use error::RuntimeError;
 pub use eval::{RuntimeEval, evaluate};
 pub use spec::{ModelSpec, Requantization, WeightStorage};
-pub use store::TensorData;
+pub use store::{TensorData, is_bundle};
 
 use crate::graph::Graph;
 use crate::tensor::{Tensor, from_vec};

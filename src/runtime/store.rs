@@ -127,6 +127,33 @@ pub fn save(
 
 /// Reads a bundle: the spec (not yet validated against the tensors; the engine does that) and
 /// the tensors it names. Problems are [`RuntimeError::Format`] naming `path`.
+/// Whether `path` is an integer bundle, by its safetensors metadata (only the header is read,
+/// at most 16 MiB of it); any I/O or format problem means "no".
+pub fn is_bundle(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(len);
+    if n == 0 || n > 16 << 20 {
+        return false;
+    }
+    let mut header = vec![0u8; n as usize];
+    if f.read_exact(&mut header).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&header).is_ok_and(|h| {
+        h.get("__metadata__")
+            .and_then(|m| m.get(FORMAT_KEY))
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| v.starts_with("int-"))
+    })
+}
+
 pub fn load(path: &Path) -> Result<(ModelSpec, BTreeMap<String, TensorData>), RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| RuntimeError::Read {
         path: path.to_path_buf(),
