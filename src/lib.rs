@@ -6,6 +6,7 @@
 //! `kernels` at the bottom. Nothing below `app` knows egui. See `ARCHITECTURE.md`.
 
 pub mod analysis;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod graph;

@@ -1,6 +1,9 @@
 //! `qatlas bench`: throughput benchmarks that report ratios against a baseline measured in the
 //! same run (these machines are shared and noisy; only same-run ratios are meaningful).
 //!
+//! `qatlas bench` alone runs `bench gemm` and `bench e2e` (defaults; `--quick` shortens the
+//! kernel part) and prints both, or one JSON object holding both.
+//!
 //! `bench train`: images/s of full training steps on real data with the engine's float GEMM
 //! (the `gemm` crate) versus the baseline engine configuration using `matrixmultiply` (the GEMM
 //! behind `ndarray::dot`), runs interleaved, medians reported.
@@ -13,11 +16,20 @@ use crate::zoo::Arch;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-/// Flags of `qatlas bench`.
+/// Flags of `qatlas bench`. Without a subcommand: the kernel benchmark (`bench gemm`) and the
+/// end-to-end benchmark (`bench e2e`) in one run, with their default settings.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub what: BenchWhat,
+    pub what: Option<BenchWhat>,
+    /// One JSON object `{"gemm": ..., "e2e": ...}` (the objects `bench gemm --json` and
+    /// `bench e2e --json` print).
+    #[arg(long)]
+    pub json: bool,
+    /// The kernel benchmark on 256^3 and 6272x144x32 only.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Which benchmark.
@@ -61,12 +73,35 @@ const PYTORCH_SEED_CNN_QUOTED: f64 = 10_300.0;
 /// Runs `qatlas bench`.
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
-        BenchWhat::Train(t) => bench_train(t),
-        BenchWhat::Gemm(g) => super::bench_gemm::run(g),
-        BenchWhat::Sensitivity(s) => super::sensitivity::bench(s),
-        BenchWhat::E2e(e) => super::bench_e2e::run(e),
-        BenchWhat::Qat(q) => super::bench_qat::run(q),
+        None => bench_all(a.json, a.quick),
+        Some(BenchWhat::Train(t)) => bench_train(t),
+        Some(BenchWhat::Gemm(g)) => super::bench_gemm::run(g),
+        Some(BenchWhat::Sensitivity(s)) => super::sensitivity::bench(s),
+        Some(BenchWhat::E2e(e)) => super::bench_e2e::run(e),
+        Some(BenchWhat::Qat(q)) => super::bench_qat::run(q),
     }
+}
+
+/// A subcommand's flags with every default, as if given no flags.
+fn defaults<T: clap::FromArgMatches + Args>() -> anyhow::Result<T> {
+    let m = T::augment_args(clap::Command::new("bench")).try_get_matches_from(["bench"])?;
+    Ok(T::from_arg_matches(&m)?)
+}
+
+/// `qatlas bench` alone: the kernel benchmark, then the end-to-end one, in the same run.
+fn bench_all(json: bool, quick: bool) -> anyhow::Result<()> {
+    let mut gemm: super::bench_gemm::BenchGemmArgs = defaults()?;
+    gemm.quick = quick;
+    let e2e: super::bench_e2e::BenchE2eArgs = defaults()?;
+    let g = super::bench_gemm::measure(&gemm, json)?;
+    let (e2e_json, path, e) = super::bench_e2e::measure(&e2e)?;
+    if json {
+        return print_json(&json!({"gemm": serde_json::to_value(&g)?, "e2e": e2e_json}));
+    }
+    super::bench_gemm::print_report(&g);
+    println!();
+    super::bench_e2e::print_result(&path, &e);
+    Ok(())
 }
 
 fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {

@@ -1,18 +1,18 @@
-//! `qatlas bench e2e`: end-to-end seed-cnn inference, integer runtime versus the float graph
-//! (`Graph::infer`) in the same run: images/s at a batch size (default 64) and single-image
+//! `qatlas bench e2e`: prints [`crate::bench::e2e`]: end-to-end seed-cnn inference, integer
+//! runtime versus the float graph (`Graph::infer`) in the same run: images/s at a batch size (default 64) and single-image
 //! latency, medians of interleaved repeats, with the targets and ONNX Runtime's quoted
 //! figures for context (quoted, not measured here).
 
 use super::common::{DataArgs, default_model, print_json};
-use crate::data::{Loader, Split};
+use crate::bench::e2e::{
+    CALIB_IMAGES, E2eConfig, E2eResult, ORT_QUOTED, TARGET_IMAGES_PER_S, TARGET_LATENCY_US, run_e2e,
+};
+use crate::data::Split;
 use crate::io::load_any;
-use crate::kernels::int8::selected_kernel;
-use crate::quant::{Precision, QuantPlan, ptq};
-use crate::runtime::throughput::measure;
-use crate::runtime::{ConvertOptions, IntModel};
+use crate::quant::Precision;
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 /// Flags of `qatlas bench e2e`.
@@ -38,13 +38,9 @@ pub struct BenchE2eArgs {
     pub json: bool,
 }
 
-/// The targets (seed-cnn, 2 threads) and ONNX Runtime's figures it quotes.
-const TARGET_IMAGES_PER_S: f64 = 150_000.0;
-const TARGET_LATENCY_US: f64 = 25.0;
-const ORT_QUOTED: [(&str, f64, f64); 2] = [("float", 74_400.0, 49.0), ("int8", 44_200.0, 58.0)];
-
-/// Runs `qatlas bench e2e`.
-pub fn run(a: BenchE2eArgs) -> anyhow::Result<()> {
+/// Runs the benchmark: loads the model and data, then [`run_e2e`]. Returns the JSON object
+/// `qatlas bench e2e --json` prints and the result for the table.
+pub fn measure(a: &BenchE2eArgs) -> anyhow::Result<(serde_json::Value, PathBuf, E2eResult)> {
     anyhow::ensure!(
         a.batch > 0 && a.repeats > 0 && a.secs > 0.0,
         "--batch, --repeats and --secs must be positive"
@@ -56,48 +52,60 @@ pub fn run(a: BenchE2eArgs) -> anyhow::Result<()> {
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let norm = a.data.normalization(&model.meta.normalization)?;
-    let calib = a.data.load(Split::Train, Some(1000))?;
+    let calib = a.data.load(Split::Train, Some(CALIB_IMAGES))?;
     let test = a.data.load(Split::Test, Some(a.batch))?;
     norm.validate(calib.c)?;
-    let plan = QuantPlan::default_for(&model.graph, a.precision);
-    let batches = Loader::new(&calib, &norm, 250, None, false).map(|(x, _)| x);
-    let res = ptq(
+    let cfg = E2eConfig {
+        precision: a.precision,
+        batch: a.batch,
+        repeats: a.repeats,
+        secs: a.secs,
+    };
+    let r = run_e2e(
         &model.graph,
-        &plan,
-        batches,
-        &AtomicBool::new(false),
+        &calib,
+        &test,
+        &norm,
+        &cfg,
         &mut |_| {},
-    )?;
-    let m = IntModel::convert(&res.prepared.graph, &ConvertOptions::default())?;
-    let x = Loader::new(&test, &norm, a.batch, None, false)
-        .next()
-        .map(|(x, _)| x)
-        .ok_or_else(|| anyhow::anyhow!("no test images"))?;
-    anyhow::ensure!(x.shape()[0] == a.batch, "fewer than --batch test images");
-    let t = measure(&m, &model.graph, &x, a.repeats, a.secs)?;
-    let threads = rayon::current_num_threads();
-    let kernel = selected_kernel().map(|k| k.path.name()).unwrap_or("?");
-    let layers = m.layers();
+        &AtomicBool::new(false),
+    )?
+    .ok_or_else(|| anyhow::anyhow!("the benchmark was stopped"))?;
+    let t = &r.timing;
+    let v = json!({
+        "model": path.display().to_string(), "precision": r.precision,
+        "threads": r.threads, "kernel_path": r.kernel_path, "layers": r.layers,
+        "batch": t.batch, "repeats": t.repeats,
+        "int_images_per_s": t.int_images_per_s, "float_images_per_s": t.float_images_per_s,
+        "images_per_s_ratio": r.images_per_s_ratio(),
+        "int_latency_us": t.int_latency_us, "float_latency_us": t.float_latency_us,
+        "latency_ratio": r.latency_ratio(),
+        "target_images_per_s_2_threads": TARGET_IMAGES_PER_S,
+        "target_latency_us": TARGET_LATENCY_US,
+        "ort_quoted": ORT_QUOTED.iter().map(|(k, ips, us)| json!({"runtime": k, "images_per_s": ips, "latency_us": us})).collect::<Vec<_>>(),
+    });
+    Ok((v, path, r))
+}
+
+/// Runs `qatlas bench e2e`.
+pub fn run(a: BenchE2eArgs) -> anyhow::Result<()> {
+    let (v, path, r) = measure(&a)?;
     if a.json {
-        return print_json(&json!({
-            "model": path.display().to_string(), "precision": a.precision.name(),
-            "threads": threads, "kernel_path": kernel, "layers": layers,
-            "batch": t.batch, "repeats": t.repeats,
-            "int_images_per_s": t.int_images_per_s, "float_images_per_s": t.float_images_per_s,
-            "images_per_s_ratio": t.int_images_per_s / t.float_images_per_s,
-            "int_latency_us": t.int_latency_us, "float_latency_us": t.float_latency_us,
-            "latency_ratio": t.float_latency_us / t.int_latency_us,
-            "target_images_per_s_2_threads": TARGET_IMAGES_PER_S,
-            "target_latency_us": TARGET_LATENCY_US,
-            "ort_quoted": ORT_QUOTED.iter().map(|(k, ips, us)| json!({"runtime": k, "images_per_s": ips, "latency_us": us})).collect::<Vec<_>>(),
-        }));
+        return print_json(&v);
     }
+    print_result(&path, &r);
+    Ok(())
+}
+
+/// Prints the result as the human-readable table.
+pub fn print_result(path: &Path, r: &E2eResult) {
+    let t = &r.timing;
     println!(
         "{} end to end, {} weights, {} threads, kernel path {} (median of {}):",
         path.display(),
-        a.precision.name(),
-        threads,
-        kernel,
+        r.precision,
+        r.threads,
+        r.kernel_path,
         t.repeats
     );
     println!(
@@ -105,18 +113,17 @@ pub fn run(a: BenchE2eArgs) -> anyhow::Result<()> {
         t.batch,
         t.int_images_per_s,
         t.float_images_per_s,
-        t.int_images_per_s / t.float_images_per_s,
+        r.images_per_s_ratio(),
         TARGET_IMAGES_PER_S
     );
     println!(
         "  batch 1    integer {:>9.1} us      float {:>9.1} us      ratio {:.2}x   (target {:.0} us)",
         t.int_latency_us,
         t.float_latency_us,
-        t.float_latency_us / t.int_latency_us,
+        r.latency_ratio(),
         TARGET_LATENCY_US
     );
     for (k, ips, us) in ORT_QUOTED {
         println!("  ONNX Runtime {k} (quoted, not measured here): {ips:.0} img/s, {us:.0} us");
     }
-    Ok(())
 }

@@ -1,0 +1,108 @@
+//! Benchmarks as a library: the int8 GEMM kernel benchmark ([`gemm`]) and the end-to-end seed-cnn
+//! benchmark ([`e2e`]), shared by `qatlas bench` (which prints them) and the studio's Benchmarks
+//! tab (which shows them live). Each takes a plain configuration, reports results through a
+//! callback as they complete, honours a stop flag, and returns serializable result structs.
+//!
+//! Shared machines are noisy: only ratios measured in the same run mean much, so every figure
+//! comes with a baseline measured alongside it. Nothing here prints, parses flags or knows egui.
+
+pub mod e2e;
+pub mod gemm;
+
+pub use e2e::{E2eConfig, E2eProgress, E2eResult, run_e2e};
+pub use gemm::{GemmConfig, GemmMachine, GemmReport, GemmRow, GemmStep, run_gemm};
+
+use crate::kernels::int8::amx;
+use serde::Serialize;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A configuration value is out of range.
+    #[error("invalid benchmark setting: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Kernel(#[from] crate::kernels::int8::Int8Error),
+    /// A step of the end-to-end pipeline failed.
+    #[error("{step}: {message}")]
+    Step { step: &'static str, message: String },
+}
+
+/// Median of `v` (the upper one for an even count; NaN when empty), as the CLI has always used.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The CPU features that decide which int8 paths exist, detected at run time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CpuFeatures {
+    pub avx2: bool,
+    pub fma: bool,
+    pub avx512_vnni: bool,
+    pub avx_vnni: bool,
+    /// AMX-TILE + AMX-INT8 with the OS's tile state enabled.
+    pub amx: bool,
+    /// What CPUID/XCR0 said about AMX, for a person.
+    pub amx_detail: String,
+    /// The int8 path GEMMs use (the fastest available, or `QATLAS_KERNEL`), or why none.
+    pub kernel_in_use: String,
+    /// Each path this CPU cannot run, with the reason.
+    pub unavailable_paths: Vec<String>,
+}
+
+impl CpuFeatures {
+    /// Reads CPUID (cheap; no measurement).
+    pub fn detect() -> CpuFeatures {
+        use crate::kernels::int8::{KernelPath, selected_kernel};
+        #[cfg(target_arch = "x86_64")]
+        let (avx2, fma, avx512_vnni, avx_vnni) = (
+            std::is_x86_feature_detected!("avx2"),
+            std::is_x86_feature_detected!("fma"),
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vnni"),
+            std::is_x86_feature_detected!("avxvnni"),
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        let (avx2, fma, avx512_vnni, avx_vnni) = (false, false, false, false);
+        let a = amx::detect();
+        CpuFeatures {
+            avx2,
+            fma,
+            avx512_vnni,
+            avx_vnni,
+            amx: a.present(),
+            amx_detail: a.to_string(),
+            kernel_in_use: match selected_kernel() {
+                Ok(k) => format!("{} ({})", k.path.name(), k.name),
+                Err(e) => format!("none: {e}"),
+            },
+            unavailable_paths: KernelPath::ALL
+                .into_iter()
+                .filter_map(|p| p.kernel().err().map(|e| e.to_string()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_takes_the_upper_middle() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn features_name_the_kernel_in_use() {
+        let f = CpuFeatures::detect();
+        assert!(!f.kernel_in_use.is_empty());
+        // The portable path always runs, so at most four paths are unavailable.
+        assert!(f.unavailable_paths.len() <= 4);
+        assert!(f.unavailable_paths.iter().any(|p| p.contains("amx")) || f.amx);
+    }
+}
