@@ -2,15 +2,22 @@
 //! "Train from scratch" command, the live events folded into the run, the trained model
 //! replacing the view, then "Evaluate on test set" giving exactly what `train::evaluate` gives
 //! for that model; then quantization-aware training of that model from the QAT panel's
-//! commands, its saved model re-evaluated from disk. Only the public API of `qatlas::app` is
+//! commands, its saved model re-evaluated from disk; and the Benchmarks tab's kernel and
+//! end-to-end benchmarks with tiny settings (results arrive; never a speed assertion). Only the public API of `qatlas::app` is
 //! used, as the window uses it.
 #![cfg(feature = "gui")]
 
 use qatlas::app::StudioApp;
+use qatlas::app::bench_panel::BenchPanel;
+use qatlas::app::bench_run::BenchCommand;
 use qatlas::app::qat_run::{QatCommand, QatPhase, QatPrecision, QatRequest};
+use qatlas::app::state::FrameCtx;
 use qatlas::app::state::{Command, Loadable, ModelOrigin, RunPhase, TrainRequest};
+use qatlas::app::studio::CentralTab;
+use qatlas::bench::{E2eConfig, GemmConfig};
 use qatlas::cli::common::GuiArgs;
 use qatlas::jobs::QatEvent;
+use qatlas::quant::Precision;
 use qatlas::zoo::Arch;
 use std::path::Path;
 use std::sync::Arc;
@@ -303,4 +310,119 @@ fn qat_from_the_studio_reports_live_and_saves_a_quantized_model() {
             .unwrap_err()
             .contains("already quantized")
     );
+}
+
+/// Draws the Benchmarks panel once, headlessly, with the app's current state.
+fn draw_bench_panel(app: &StudioApp) -> Vec<qatlas::app::state::Command> {
+    let mut commands = Vec::new();
+    let mut panel = BenchPanel::default();
+    let ctx = eframe::egui::Context::default();
+    let _ = ctx.run_ui(Default::default(), |ui| {
+        let mut cx = FrameCtx::new(&app.live, &app.state.settings, &mut commands);
+        panel.ui(ui, &mut cx);
+    });
+    commands
+}
+
+#[test]
+fn benchmarks_tab_runs_the_kernel_and_end_to_end_benchmarks() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx(dir.path(), "train", 64);
+    write_idx(dir.path(), "t10k", 32);
+    let args = GuiArgs {
+        model: Some(dir.path().join("absent.safetensors")),
+        data: Some(dir.path().to_path_buf()),
+    };
+    let mut app = StudioApp::new(args, Arc::new(|| {}));
+    pump_until(&mut app, "the dataset", |a| a.live.tasks.is_empty());
+    assert!(!app.live.bench.features.kernel_in_use.is_empty());
+    assert!(draw_bench_panel(&app).is_empty());
+
+    // The kernel benchmark on one small shape: the row arrives with positive GOP/s.
+    let tiny = GemmConfig {
+        repeats: 1,
+        min_ms: 1,
+        wait_quiet_s: 0.0,
+        shapes: vec![(64, 64, 64)],
+        int4: false,
+        portable: true,
+    };
+    app.apply(Command::Bench(BenchCommand::RunGemm(tiny.clone())), None);
+    assert_eq!(app.state.central, CentralTab::Bench);
+    assert!(app.live.is_busy());
+    // One benchmark at a time.
+    app.apply(
+        Command::Bench(BenchCommand::RunE2e(E2eConfig::quick())),
+        None,
+    );
+    assert!(
+        app.live
+            .notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("already running")
+    );
+    pump_until(&mut app, "the kernel benchmark", |a| {
+        a.live.bench.running.is_none()
+    });
+    let b = &app.live.bench;
+    assert_eq!(b.error, None);
+    let g = b.gemm.as_ref().unwrap();
+    assert_eq!(g.finished, Some(false));
+    assert!(g.machine.is_some());
+    assert_eq!(g.rows.len(), 1);
+    let row = &g.rows[0];
+    assert_eq!((row.m, row.k, row.n), (64, 64, 64));
+    assert!(row.f32.gops > 0.0);
+    assert!(row.paths.iter().any(|p| p.path == "portable"));
+    assert!(
+        row.paths
+            .iter()
+            .all(|p| p.gops > 0.0 && p.ratio_to_f32 > 0.0)
+    );
+    draw_bench_panel(&app);
+
+    // End to end on the 8x8 data: no model is open and the pretrained one reads 28x28 images,
+    // so a fresh seed-cnn of the data's shape is measured.
+    let e2e = E2eConfig {
+        precision: Precision::Int8,
+        batch: 8,
+        repeats: 1,
+        secs: 0.01,
+    };
+    app.apply(Command::Bench(BenchCommand::RunE2e(e2e)), None);
+    pump_until(&mut app, "the end-to-end benchmark", |a| {
+        a.live.bench.running.is_none()
+    });
+    let b = &app.live.bench;
+    assert_eq!(b.error, None);
+    let v = b.e2e.as_ref().unwrap();
+    assert!(v.model.as_ref().unwrap().contains("freshly initialised"));
+    let r = v.result.as_ref().expect("end-to-end result");
+    let t = &r.timing;
+    assert_eq!(t.batch, 8);
+    assert!(t.int_images_per_s > 0.0 && t.float_images_per_s > 0.0);
+    assert!(t.int_latency_us > 0.0 && t.float_latency_us > 0.0);
+    draw_bench_panel(&app);
+
+    // Stop: the run ends stopped, before its (large) shapes.
+    let long = GemmConfig {
+        shapes: vec![(2048, 2048, 2048); 3],
+        ..tiny
+    };
+    app.apply(Command::Bench(BenchCommand::RunGemm(long)), None);
+    app.apply(Command::Bench(BenchCommand::Stop), None);
+    assert!(
+        app.live
+            .busy_labels()
+            .iter()
+            .any(|l| l.contains("Stopping"))
+    );
+    pump_until(&mut app, "the stopped benchmark", |a| {
+        a.live.bench.running.is_none()
+    });
+    let g = app.live.bench.gemm.as_ref().unwrap();
+    assert_eq!(g.finished, Some(true));
+    assert!(g.rows.is_empty());
 }

@@ -43,6 +43,7 @@ impl StudioApp {
             Command::PickSavePath => self.dialog(Pick::SavePath, frame),
             Command::SaveModel(path) => self.save(path),
             Command::Qat(c) => self.apply_qat(c, frame),
+            Command::Bench(c) => self.apply_bench(c),
             Command::DismissNotice => self.live.notice = None,
         }
     }

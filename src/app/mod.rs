@@ -4,7 +4,7 @@
 //!
 //! Structure, after egui's demo app: one struct per panel ([`TopBar`](top_bar::TopBar),
 //! [`ModelPanel`](model_panel::ModelPanel), [`ActionsPanel`](actions::ActionsPanel),
-//! [`CurvesPanel`](curves::CurvesPanel)); persisted state ([`StudioState`]) apart from live
+//! [`CurvesPanel`](curves::CurvesPanel), the QAT and Benchmarks tabs); persisted state ([`StudioState`]) apart from live
 //! handles ([`state::Live`]); panels send typed [`state::Command`]s, applied at the end of the
 //! frame. The UI thread never computes tensors or blocks: models, datasets, training,
 //! evaluation, saving and file dialogs all run on worker threads ([`crate::jobs`] and the
@@ -12,6 +12,8 @@
 //! depends on this module.
 
 pub mod actions;
+pub mod bench_panel;
+pub mod bench_run;
 pub mod commands;
 pub mod curves;
 pub mod format;

@@ -5,6 +5,7 @@
 //! [`FrameCtx`]. Nothing here draws and nothing here computes tensors: a [`ModelView`] is built
 //! on a worker thread and arrives complete.
 
+use super::bench_run::{BenchCommand, BenchState};
 use super::progress::TrainProgress;
 use super::qat_run::{QatCommand, QatRun, QatTaskResult};
 use super::task::Task;
@@ -47,6 +48,8 @@ pub enum Command {
     SaveModel(PathBuf),
     /// Quantization-aware training (the QAT panel).
     Qat(QatCommand),
+    /// Kernel / end-to-end benchmarks (the Benchmarks panel).
+    Bench(BenchCommand),
     /// Hide the notice in the status line.
     DismissNotice,
 }
@@ -287,6 +290,8 @@ pub struct Live {
     pub evaluation: Option<EvalRun>,
     /// The latest quantization-aware training run (kept after it ends, for its results).
     pub qat: Option<QatRun>,
+    /// The Benchmarks tab: CPU features, the running benchmark and the latest results.
+    pub bench: BenchState,
     /// The latest evaluation: (model id, result).
     pub last_eval: Option<(u64, EvalResult)>,
     pub notice: Option<Notice>,
@@ -310,6 +315,7 @@ impl Live {
             training: None,
             evaluation: None,
             qat: None,
+            bench: BenchState::default(),
             last_eval: None,
             notice: None,
             tasks: Vec::new(),
@@ -350,6 +356,7 @@ impl Live {
             || self.is_training()
             || self.evaluation.is_some()
             || self.qat.as_ref().is_some_and(QatRun::is_active)
+            || self.bench.running.is_some()
     }
 
     /// What runs in the background, for the status line.
@@ -371,6 +378,7 @@ impl Live {
             out.push("Evaluating on the test set…".to_string());
         }
         out.extend(self.qat.as_ref().and_then(QatRun::busy_label));
+        out.extend(self.bench.busy_label());
         out
     }
 

@@ -6,6 +6,7 @@
 //! through the injected [`Waker`].
 
 use super::actions::ActionsPanel;
+use super::bench_panel::BenchPanel;
 use super::curves::CurvesPanel;
 use super::model_panel::ModelPanel;
 use super::qat_panel::QatPanel;
@@ -36,6 +37,7 @@ pub enum CentralTab {
     #[default]
     Curves,
     Qat,
+    Bench,
 }
 
 /// What a session would persist: settings and the panels' own state (no live handles).
@@ -47,6 +49,8 @@ pub struct StudioState {
     pub actions: ActionsPanel,
     pub curves: CurvesPanel,
     pub qat: QatPanel,
+    #[serde(default)]
+    pub bench: BenchPanel,
     pub central: CentralTab,
 }
 
@@ -76,6 +80,7 @@ impl StudioApp {
             actions: ActionsPanel::default(),
             curves: CurvesPanel::default(),
             qat: QatPanel::default(),
+            bench: BenchPanel::default(),
             central: CentralTab::default(),
         };
         let mut app = StudioApp {
@@ -137,6 +142,7 @@ impl StudioApp {
             self.live.error(msg);
         }
         self.pump_qat(deadline);
+        self.pump_bench();
     }
 
     /// Whether job events are waiting for the next frame.
@@ -402,6 +408,7 @@ impl eframe::App for StudioApp {
                 actions,
                 curves,
                 qat,
+                bench,
                 central,
             } = &mut self.state;
             let mut cx = FrameCtx::new(&self.live, settings, &mut commands);
@@ -420,6 +427,7 @@ impl eframe::App for StudioApp {
                     for (tab, name) in [
                         (CentralTab::Curves, "Training curves"),
                         (CentralTab::Qat, "Quantization-aware training"),
+                        (CentralTab::Bench, "Benchmarks"),
                     ] {
                         let text = egui::RichText::new(name).heading();
                         ui.selectable_value(central, tab, text);
@@ -429,6 +437,7 @@ impl eframe::App for StudioApp {
                 match central {
                     CentralTab::Curves => curves.ui(ui, &mut cx),
                     CentralTab::Qat => qat.ui(ui, &mut cx),
+                    CentralTab::Bench => bench.ui(ui, &mut cx),
                 }
             });
         }
