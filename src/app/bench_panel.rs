@@ -38,7 +38,7 @@ pub struct BenchPanel {
 impl BenchPanel {
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx) {
         let b = &cx.live.bench;
-        egui::ScrollArea::vertical()
+        egui::ScrollArea::both()
             .auto_shrink([false, false])
             .show(ui, |ui| {
                 ui.label(
@@ -159,7 +159,6 @@ fn features_ui(ui: &mut egui::Ui, f: &CpuFeatures) {
         for p in &f.unavailable_paths {
             ui.label(RichText::new(p).small());
         }
-        ui.label(RichText::new(format!("AMX: {}", f.amx_detail)).small());
     });
 }
 
@@ -171,7 +170,18 @@ fn shape_name(m: usize, k: usize, n: usize) -> String {
     }
 }
 
+/// A kernel's short label: `avx2_mmm_u8s7i32_6x16` -> `avx2 u8s7` (path and operand types).
+fn short(kernel: &str) -> String {
+    let parts: Vec<&str> = kernel.split('_').collect();
+    match parts[..] {
+        [isa, _, types, _] => format!("{isa} {}", types.trim_end_matches("i32")),
+        _ => kernel.to_string(),
+    }
+}
+
 fn gemm_ui(ui: &mut egui::Ui, g: &GemmView, running: bool) {
+    // The visible width, before the table may widen the scrolled content.
+    let width = ui.available_width();
     let total = g.config.shapes.len();
     let mut status = format!(
         "{} of {total} shape(s), {} repeat(s) of ≥{} ms, interleaved, medians.",
@@ -206,13 +216,11 @@ fn gemm_ui(ui: &mut egui::Ui, g: &GemmView, running: bool) {
     }
     egui::Grid::new("bench_gemm_table")
         .striped(true)
-        .num_columns(8)
+        .num_columns(6)
         .show(ui, |ui| {
             for h in [
                 "shape",
-                "path",
                 "kernel",
-                "weights",
                 "GOP/s",
                 "f32 GOP/s",
                 "int8 / f32",
@@ -225,9 +233,10 @@ fn gemm_ui(ui: &mut egui::Ui, g: &GemmView, running: bool) {
                 let shape = shape_name(r.m, r.k, r.n);
                 for p in &r.paths {
                     ui.label(&shape);
-                    ui.label(p.path);
-                    ui.monospace(p.kernel);
-                    ui.label(&p.weights);
+                    ui.monospace(short(p.kernel)).on_hover_text(format!(
+                        "{} ({} path), weights {}",
+                        p.kernel, p.path, p.weights
+                    ));
                     ui.label(format!("{:.1}", p.gops));
                     ui.label(format!("{:.1}", r.f32.gops));
                     ui.label(format!("{:.2}×", p.ratio_to_f32));
@@ -235,27 +244,46 @@ fn gemm_ui(ui: &mut egui::Ui, g: &GemmView, running: bool) {
                     ui.end_row();
                 }
                 ui.label(&shape);
-                ui.label("f32");
-                ui.monospace("gemm crate (sgemm)");
-                ui.label("f32");
+                ui.monospace("f32")
+                    .on_hover_text("the gemm crate (kernels::sgemm)");
                 ui.label(format!("{:.1}", r.f32.gops));
                 ui.label(format!("{:.1}", r.f32.gops));
                 ui.label("1.00×");
-                let noisy = if r.median_used_noisy_runs {
-                    format!(" ({} of {} runs disturbed)", r.noisy_runs, r.runs)
-                } else {
-                    String::new()
-                };
-                ui.label(format!("{:.0} %{noisy}", r.f32.pct_of_peak));
+                ui.label(format!("{:.0} %", r.f32.pct_of_peak));
                 ui.end_row();
             }
         });
+    let noisy: Vec<String> = g
+        .rows
+        .iter()
+        .filter(|r| r.noisy_runs > 0)
+        .map(|r| {
+            format!(
+                "{}: {} of {} runs disturbed by other processes{}",
+                shape_name(r.m, r.k, r.n),
+                r.noisy_runs,
+                r.runs,
+                if r.median_used_noisy_runs {
+                    " (median includes them)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    if !noisy.is_empty() {
+        ui.label(
+            RichText::new(noisy.join("; "))
+                .small()
+                .color(ui.visuals().warn_fg_color),
+        );
+    }
     ui.add_space(6.0);
-    gemm_chart(ui, g);
+    gemm_chart(ui, g, width);
 }
 
 /// Grouped bars: one group per shape, one bar per kernel (the f32 GEMM last, grey).
-fn gemm_chart(ui: &mut egui::Ui, g: &GemmView) {
+fn gemm_chart(ui: &mut egui::Ui, g: &GemmView, width: f32) {
     let kernels: Vec<&'static str> = g.rows[0].paths.iter().map(|p| p.kernel).collect();
     let n = kernels.len() + 1;
     let w = 0.8 / n as f64;
@@ -271,7 +299,7 @@ fn gemm_chart(ui: &mut egui::Ui, g: &GemmView) {
                 Some(Bar::new(s as f64 + offset(i), p.gops).width(w * 0.95))
             })
             .collect();
-        charts.push(BarChart::new(*name, bars).color(PALETTE[i % PALETTE.len()]));
+        charts.push(BarChart::new(short(name), bars).color(PALETTE[i % PALETTE.len()]));
     }
     let bars = g
         .rows
@@ -281,9 +309,17 @@ fn gemm_chart(ui: &mut egui::Ui, g: &GemmView) {
         .collect();
     charts.push(BarChart::new("f32 (gemm crate)", bars).color(F32));
     let labels: Vec<String> = g.rows.iter().map(|r| shape_name(r.m, r.k, r.n)).collect();
+    // Headroom above the tallest bar for the legend.
+    let top = g
+        .rows
+        .iter()
+        .flat_map(|r| r.paths.iter().map(|p| p.gops).chain([r.f32.gops]))
+        .fold(0.0f64, f64::max);
     Plot::new("bench_gemm_chart")
-        .height(240.0)
-        .legend(Legend::default())
+        .height(260.0)
+        .width(width)
+        .include_y(top * 1.6)
+        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
         .y_axis_label("GOP/s")
         .include_y(0.0)
         .include_x(-0.5)
