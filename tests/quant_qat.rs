@@ -182,6 +182,20 @@ fn int8_qat_job_keeps_accuracy_checkpoints_and_resumes() {
 }
 
 #[test]
+fn an_already_quantized_model_is_refused_with_a_clear_message() {
+    let model = seed_cnn();
+    let plan = QuantPlan::default_for(&model.graph, Precision::Int8);
+    let images = split(Split::Test, 16);
+    let norm = &model.meta.normalization;
+    let batches = || Loader::new(&images, norm, 16, None, false).map(|(x, _)| x);
+    let (stop, opts) = (AtomicBool::new(false), QatOptions::default());
+    let q = prepare_qat(&model.graph, &plan, batches(), &stop, &mut |_| {}, &opts).unwrap();
+    let deployed = qatlas::quant::deploy(&q.graph).unwrap();
+    let e = prepare_qat(&deployed, &plan, batches(), &stop, &mut |_| {}, &opts).unwrap_err();
+    assert!(e.to_string().contains("already quantized"), "{e}");
+}
+
+#[test]
 fn a_stop_before_the_first_step_leaves_the_ptq_model() {
     let s = spec(seed_cnn(), Precision::Int8, 1, None);
     let control = Control::new();

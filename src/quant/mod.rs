@@ -75,6 +75,7 @@ pub fn ptq(
     stop: &AtomicBool,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<PtqResult, QuantError> {
+    reject_quantized(g)?;
     let (folded, fold) = fold_batchnorm(g)?;
     let points = plan_points(&folded, plan)?;
     let calibrator = calibrate(&folded, &[&points], calib, stop, on_batch)?;
@@ -90,6 +91,23 @@ pub fn ptq(
         prepared,
         plan,
     })
+}
+
+/// Quantizing starts from a float model: one that already holds fake quantizers (a PTQ or QAT
+/// output) is refused with a message saying so, rather than failing later on a missing range.
+fn reject_quantized(g: &Graph) -> Result<(), QuantError> {
+    match g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, crate::ops::OpKind::FakeQuant(_)))
+    {
+        Some(n) => Err(QuantError::Structure(format!(
+            "the model is already quantized (it holds fake quantizer '{}'): quantization starts \
+             from the float model",
+            n.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Rebuilds the fake-quant model of a plan that already holds ranges (no data needed); weight
