@@ -4,11 +4,11 @@
 //! targets: `qatlas bench e2e`). `QATLAS_E2E_PROFILE=<seconds>` instead runs only the int8
 //! model at batch 64 for that long (for `perf record`).
 
+use qatlas::bench::timing::measure;
 use qatlas::data::{Loader, Split, load_split};
 use qatlas::io::load_model;
 use qatlas::quant::plan::{Precision, QuantPlan};
 use qatlas::quant::ptq;
-use qatlas::runtime::throughput::measure;
 use qatlas::runtime::{ConvertOptions, IntModel, Requantization};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -1,16 +1,16 @@
 //! The end-to-end benchmark: seed-cnn (or any float model) quantized with PTQ, converted to the
 //! integer runtime, and timed against the float graph (`Graph::infer`) in the same run: images/s
 //! at a batch size (default 64) and single-image latency, medians of interleaved repeats
-//! (`runtime::throughput::measure`, one repeat at a time so a stop is honoured between them).
+//! (`timing::time_once`, one repeat at a time so a stop is honoured between them).
 //! Also the targets and ONNX Runtime's quoted figures for context (quoted, not measured
 //! here). Takes loaded data; knows nothing of files, printing or egui.
 
+use super::timing::{E2eTiming, time_once};
 use super::{BenchError, median};
 use crate::data::{Dataset, Loader, Normalization};
 use crate::graph::Graph;
 use crate::kernels::int8::selected_kernel;
 use crate::quant::{Precision, QuantPlan, ptq};
-use crate::runtime::throughput::{E2eTiming, measure};
 use crate::runtime::{ConvertOptions, IntModel, LayerInfo};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,12 +166,12 @@ pub fn run_e2e(
             total,
             label: "timing integer vs float",
         });
-        // One interleaved repeat of `measure`; the medians are taken here, as it takes them.
-        let t = measure(&m, float, &x, 1, cfg.secs).map_err(|e| step("timing")(e.to_string()))?;
-        ib.push(t.int_images_per_s);
-        fb.push(t.float_images_per_s);
-        il.push(t.int_latency_us);
-        fl.push(t.float_latency_us);
+        let [i, f, li, lf] =
+            time_once(&m, float, &x, cfg.secs).map_err(|e| step("timing")(e.to_string()))?;
+        ib.push(i);
+        fb.push(f);
+        il.push(li);
+        fl.push(lf);
     }
     on_progress(E2eProgress {
         done: total,

@@ -8,6 +8,7 @@
 
 pub mod e2e;
 pub mod gemm;
+pub mod timing;
 
 pub use e2e::{E2eConfig, E2eProgress, E2eResult, run_e2e};
 pub use gemm::{GemmConfig, GemmMachine, GemmReport, GemmRow, GemmStep, run_gemm};

@@ -8,7 +8,8 @@
 //! (the `gemm` crate) versus the baseline engine configuration using `matrixmultiply` (the GEMM
 //! behind `ndarray::dot`), runs interleaved, medians reported.
 
-use super::common::{DataArgs, median, print_json};
+use super::common::{DataArgs, print_json};
+use crate::bench::median;
 use crate::data::{Normalization, Split};
 use crate::kernels::{FloatBackend, set_float_backend};
 use crate::train::throughput::train_images_per_s;

@@ -3,8 +3,9 @@
 //! same pretrained model, interleaved in one run, medians reported; the ratio float/QAT is the
 //! QAT epoch-time factor.
 
-use super::common::{DataArgs, default_model, median, print_json};
+use super::common::{DataArgs, default_model, print_json};
 use super::ptq::PlanArgs;
+use crate::bench::median;
 use crate::data::{Loader, Split};
 use crate::io::load_any;
 use crate::quant::{Precision, QatOptions, prepare_qat};

@@ -113,9 +113,3 @@ pub struct GuiArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
 }
-
-/// Median of benchmark measurements (the upper middle one for an even count). Sorts `v`.
-pub fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}

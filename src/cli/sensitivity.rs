@@ -3,12 +3,13 @@
 //! Also `qatlas bench sensitivity`: the time of a full sweep against the float evaluation of
 //! the same images, once per configuration, measured in the same run.
 
-use super::common::{DataArgs, default_model, median, print_json};
+use super::common::{DataArgs, default_model, print_json};
 use super::ptq::PlanArgs;
 use crate::analysis::sensitivity::{
     LayerSensitivity, SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig,
     SweepData, SweepMode, sensitivity,
 };
+use crate::bench::median;
 use crate::data::Split;
 use crate::io::load_any;
 use crate::train::evaluate;

@@ -37,7 +37,6 @@ pub mod layer;
 pub mod nhwc;
 pub mod spec;
 pub mod store;
-pub mod throughput;
 
 pub use convert::ConvertOptions;
 pub use error::RuntimeError;
@@ -131,6 +130,11 @@ impl IntModel {
                 weight_bytes: self.tensors.get(&s.weight).map_or(0, TensorData::bytes),
             })
             .collect()
+    }
+
+    /// Per-image input and output element counts.
+    pub fn io_elems(&self) -> (usize, usize) {
+        self.engine.io_elems()
     }
 
     /// Runs `n` images (`x`: `n x c·h·w` f32, NCHW, normalised) into `out` (`n x outputs`).

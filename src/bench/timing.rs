@@ -1,10 +1,12 @@
 //! End-to-end inference timing of an integer model against the float graph it came from, in the
 //! same run (shared machines are noisy: only same-run ratios mean much): images per second at a
 //! batch size, and single-image latency. Repeats are interleaved (integer, float, integer, ...)
-//! and medians reported. Used by `qatlas bench e2e` and `benches/runtime_e2e.rs`.
+//! and medians reported ([`super::median`]). Used by [`super::e2e`] (`qatlas bench e2e`, the
+//! studio) and `benches/runtime_e2e.rs`.
 
-use super::{IntModel, RuntimeError};
+use super::median;
 use crate::graph::Graph;
+use crate::runtime::{IntModel, RuntimeError};
 use crate::tensor::{Tensor, slice};
 use serde::Serialize;
 use std::time::Instant;
@@ -19,11 +21,6 @@ pub struct E2eTiming {
     pub int_latency_us: f64,
     pub float_latency_us: f64,
     pub repeats: usize,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Runs `f` for about `secs` seconds (at least 3 times) and returns the calls' mean time.
@@ -42,20 +39,19 @@ fn mean_time(
     Ok(t.elapsed().as_secs_f64() / n as f64)
 }
 
-/// Measures `m` and `float` on `batch` (`[B, c, h, w]`) and on its first image; each repeat
-/// runs each configuration for about `secs` seconds.
-pub fn measure(
+/// One interleaved repeat: (integer images/s, float images/s, integer µs, float µs) on `batch`
+/// (`[B, c, h, w]`) and on its first image, each configuration run for about `secs` seconds.
+pub fn time_once(
     m: &IntModel,
     float: &Graph,
     batch: &Tensor,
-    repeats: usize,
     secs: f64,
-) -> Result<E2eTiming, RuntimeError> {
+) -> Result<[f64; 4], RuntimeError> {
     let b = batch.shape()[0];
     let one = batch
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
         .to_owned();
-    let (_, oe) = m.engine.io_elems();
+    let (_, oe) = m.io_elems();
     let xb = slice(batch).to_vec();
     let x1 = slice(&one).to_vec();
     let mut ob = vec![0.0f32; b * oe];
@@ -66,19 +62,35 @@ pub fn measure(
             .map(|_| ())
             .map_err(|e| RuntimeError::Invalid(e.to_string()))
     };
-    let (mut ib, mut fb, mut il, mut flat) = (vec![], vec![], vec![], vec![]);
+    Ok([
+        b as f64 / mean_time(secs, &mut || m.infer_into(&xb, b, &mut ob))?,
+        b as f64 / mean_time(secs, &mut || fl(batch))?,
+        mean_time(secs, &mut || m.infer_into(&x1, 1, &mut o1))? * 1e6,
+        mean_time(secs, &mut || fl(&one))? * 1e6,
+    ])
+}
+
+/// Medians of `repeats` interleaved [`time_once`] repeats.
+pub fn measure(
+    m: &IntModel,
+    float: &Graph,
+    batch: &Tensor,
+    repeats: usize,
+    secs: f64,
+) -> Result<E2eTiming, RuntimeError> {
+    let mut runs: [Vec<f64>; 4] = Default::default();
     for _ in 0..repeats.max(1) {
-        ib.push(b as f64 / mean_time(secs, &mut || m.infer_into(&xb, b, &mut ob))?);
-        fb.push(b as f64 / mean_time(secs, &mut || fl(batch))?);
-        il.push(mean_time(secs, &mut || m.infer_into(&x1, 1, &mut o1))? * 1e6);
-        flat.push(mean_time(secs, &mut || fl(&one))? * 1e6);
+        for (v, t) in runs.iter_mut().zip(time_once(m, float, batch, secs)?) {
+            v.push(t);
+        }
     }
+    let [mut ib, mut fb, mut il, mut fl] = runs;
     Ok(E2eTiming {
-        batch: b,
-        int_images_per_s: median(ib),
-        float_images_per_s: median(fb),
-        int_latency_us: median(il),
-        float_latency_us: median(flat),
+        batch: batch.shape()[0],
+        int_images_per_s: median(&mut ib),
+        float_images_per_s: median(&mut fb),
+        int_latency_us: median(&mut il),
+        float_latency_us: median(&mut fl),
         repeats: repeats.max(1),
     })
 }
