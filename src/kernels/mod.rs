@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod f16;
 pub mod int8;
+pub mod round;
 pub mod sgemm;
 
 pub use sgemm::{FloatBackend, MatMut, MatRef, float_backend, set_float_backend, sgemm};

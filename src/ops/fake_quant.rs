@@ -120,19 +120,8 @@ pub fn effective_zero_point(z: f32, qmin: i32, qmax: i32) -> f32 {
     z.round_ties_even().clamp(qmin as f32, qmax as f32)
 }
 
-/// 1.5 · 2^23: adding and subtracting it rounds an f32 of magnitude at most 2^22 to an integer,
-/// ties to even (IEEE default rounding), without a libm call on CPUs lacking SSE4.1.
-const ROUND_MAGIC: f32 = 12_582_912.0;
-/// 2^22, the largest magnitude [`round_half_even`] rounds exactly; larger inputs are first
-/// clamped to it, which no grid (at most 16 bits) can tell apart.
-const ROUND_LIMIT: f32 = 4_194_304.0;
-
-/// Round half to even: equals `f32::round_ties_even` for `|v| <= 2^22` except that it never
-/// returns −0, and saturates at ±2^22 beyond. NaN stays NaN.
-#[inline]
-pub fn round_half_even(v: f32) -> f32 {
-    (v.clamp(-ROUND_LIMIT, ROUND_LIMIT) + ROUND_MAGIC) - ROUND_MAGIC
-}
+/// The rounding rule (defined in `kernels::round`, shared with the integer kernels).
+pub use crate::kernels::round::round_half_even;
 
 /// The unclamped quantized value `round_half_even(x · inv_scale) + zp`, as an exact f32 integer.
 #[inline]

@@ -13,6 +13,7 @@ use super::Int8Error;
 use super::dispatch::MmmKernel;
 use super::pack::{AlignedBytes, PackedB, avx2_available, pack_a_block};
 use super::requant::{QuantOutput, Requant, requant_row};
+use crate::kernels::round::round_half_even;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -360,16 +361,6 @@ unsafe fn float_requant_row_avx2(
         hi,
         &mut dst[full..n],
     );
-}
-
-/// Round half to even by the 1.5·2^23 trick, clamped to ±2^22 first: the same function as the
-/// fake quantizer's `ops::fake_quant::round_half_even` (kernels depend on nothing else in the
-/// crate; `tests/runtime_*` check the two agree through the simulation-equals-deployment test).
-#[inline(always)]
-fn round_half_even(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    const LIMIT: f32 = 4_194_304.0;
-    (v.max(-LIMIT).min(LIMIT) + MAGIC) - MAGIC
 }
 
 /// Per-thread scratch: the packed A block and the s32 block.

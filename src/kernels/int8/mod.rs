@@ -11,7 +11,7 @@
 //! bit-exact against it. The design note `X86_64_INT8_GEMM.md` beside this file explains the
 //! tile shapes, packing layouts, saturation handling and which paths were verified on hardware.
 //!
-//! Depends on nothing else in the crate (rayon for threads only).
+//! Depends on nothing else in the crate but `kernels::round` (rayon for threads only).
 //!
 //! ```
 //! use qatlas::kernels::int8::{BLayout, PackedB, Parallelism, gemm_u8s8_i32};
