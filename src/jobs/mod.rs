@@ -35,6 +35,30 @@ pub enum JobEvent {
     Failed(String),
 }
 
+/// Thins out trainer step events for a UI: at most one per 20 ms (~50/s), but the first and the
+/// last step always pass, and so does every epoch event.
+#[derive(Default)]
+pub(crate) struct StepThrottle {
+    last_sent: Option<std::time::Instant>,
+}
+
+impl StepThrottle {
+    /// Whether `e` should be sent.
+    pub(crate) fn pass(&mut self, e: &TrainEvent) -> bool {
+        if let TrainEvent::Step {
+            step, total_steps, ..
+        } = *e
+        {
+            let recent = self.last_sent.is_some_and(|t| t.elapsed().as_millis() < 20);
+            if recent && step != total_steps {
+                return false;
+            }
+            self.last_sent = Some(std::time::Instant::now());
+        }
+        true
+    }
+}
+
 /// A running background job.
 pub struct Job {
     rx: Receiver<JobEvent>,
@@ -91,21 +115,11 @@ impl Job {
         Job::spawn("qatlas-train", waker, move |out, control| {
             let mut model = model;
             let norm = model.meta.normalization.clone();
-            let mut last_sent: Option<std::time::Instant> = None;
+            let mut throttle = StepThrottle::default();
             let mut on_event = |e: TrainEvent| {
-                // Step events are throttled to ~50 per second, but the first and the last step
-                // always go out; epoch events always go out.
-                if let TrainEvent::Step {
-                    step, total_steps, ..
-                } = e
-                {
-                    let recent = last_sent.is_some_and(|t| t.elapsed().as_millis() < 20);
-                    if recent && step != total_steps {
-                        return;
-                    }
-                    last_sent = Some(std::time::Instant::now());
+                if throttle.pass(&e) {
+                    out.send(JobEvent::Train(e));
                 }
-                out.send(JobEvent::Train(e));
             };
             match train(
                 &mut model.graph,
@@ -178,5 +192,39 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: usize) -> TrainEvent {
+        TrainEvent::Step {
+            epoch: 0,
+            step,
+            total_steps: 10,
+            loss: 1.0,
+            lr: 0.1,
+            images_per_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn throttle_keeps_first_and_last_steps_and_every_epoch() {
+        let mut t = StepThrottle::default();
+        assert!(t.pass(&step(1)));
+        assert!(!t.pass(&step(2)), "a step right after another is dropped");
+        assert!(t.pass(&step(10)), "the last step always goes out");
+        let rec = crate::train::EpochRecord {
+            epoch: 0,
+            train_loss: 1.0,
+            train_accuracy: 0.5,
+            images_per_s: 1.0,
+            eval: None,
+        };
+        assert!(t.pass(&TrainEvent::Epoch(rec)));
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        assert!(t.pass(&step(3)), "after 20 ms a step passes again");
     }
 }

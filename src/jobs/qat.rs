@@ -23,7 +23,6 @@ use crate::train::{
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 /// What a QAT run should do.
 #[derive(Clone, Debug)]
@@ -240,20 +239,11 @@ pub fn run_qat(
             "the checkpoint already has {start_epoch} epochs done; ask for more than that with --epochs"
         )))
     } else {
-        let mut last_sent: Option<Instant> = None;
+        let mut throttle = super::StepThrottle::default();
         let mut on_train = |e: TrainEvent| {
-            // Step events are throttled to ~50 per second (first and last always go out).
-            if let TrainEvent::Step {
-                step, total_steps, ..
-            } = e
-            {
-                let recent = last_sent.is_some_and(|t| t.elapsed().as_millis() < 20);
-                if recent && step != total_steps {
-                    return;
-                }
-                last_sent = Some(Instant::now());
+            if throttle.pass(&e) {
+                emit(JobEvent::Train(e));
             }
-            emit(JobEvent::Train(e));
         };
         train_from(
             &mut graph,
