@@ -38,14 +38,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let norm = a.data.normalization(&m.spec().normalization)?;
         let ds = a.data.load(a.split.into(), a.limit)?;
         norm.validate(ds.c)?;
-        let r = crate::runtime::evaluate(&m, &ds, &norm, a.batch)?;
-        let r = crate::train::EvalResult {
-            accuracy: r.accuracy,
-            loss: r.loss,
-            images: r.images,
-            images_per_s: r.images_per_s,
-        };
-        (r, "integer")
+        (
+            crate::runtime::evaluate(&m, &ds, &norm, a.batch)?,
+            "integer",
+        )
     } else {
         let model = load_any(&path)?;
         let norm = a.data.normalization(&model.meta.normalization)?;

@@ -40,7 +40,7 @@ pub mod store;
 
 pub use convert::ConvertOptions;
 pub use error::RuntimeError;
-pub use eval::{RuntimeEval, evaluate};
+pub use eval::evaluate;
 pub use spec::{ModelSpec, Requantization, WeightStorage};
 pub use store::{TensorData, is_bundle};
 

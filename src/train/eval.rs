@@ -2,7 +2,9 @@
 
 use crate::data::{Dataset, Loader, Normalization};
 use crate::graph::{Graph, GraphError};
+use crate::ops::OpError;
 use crate::ops::loss::softmax_cross_entropy;
+use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -22,14 +24,32 @@ pub fn evaluate(
     norm: &Normalization,
     batch: usize,
 ) -> Result<EvalResult, GraphError> {
+    evaluate_with(
+        ds,
+        norm,
+        batch,
+        |x| g.infer(x),
+        |e| GraphError::Op {
+            node: "loss".into(),
+            source: e,
+        },
+    )
+}
+
+/// The evaluation loop for any model: `infer` maps a normalised batch to logits (the float
+/// graph, or the integer runtime, which so reports numbers comparable one for one).
+pub fn evaluate_with<E>(
+    ds: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+    mut infer: impl FnMut(&Tensor) -> Result<Tensor, E>,
+    loss_error: impl Fn(OpError) -> E,
+) -> Result<EvalResult, E> {
     let start = Instant::now();
     let (mut correct, mut loss, mut seen) = (0usize, 0.0f64, 0usize);
     for (x, y) in Loader::new(ds, norm, batch.max(1), None, false) {
-        let logits = g.infer(&x)?;
-        let l = softmax_cross_entropy(&logits, &y).map_err(|e| GraphError::Op {
-            node: "loss".into(),
-            source: e,
-        })?;
+        let logits = infer(&x)?;
+        let l = softmax_cross_entropy(&logits, &y).map_err(&loss_error)?;
         correct += l.correct;
         loss += l.loss as f64 * y.len() as f64;
         seen += y.len();

@@ -11,7 +11,7 @@ pub mod throughput;
 pub mod trainer;
 
 pub use control::Control;
-pub use eval::{EvalResult, evaluate};
+pub use eval::{EvalResult, evaluate, evaluate_with};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;
 pub use trainer::{
