@@ -178,19 +178,7 @@ fn run_header(ui: &mut egui::Ui, run: &TrainRun, cx: &mut FrameCtx<'_>) {
                 {
                     cx.send(Command::StopTraining);
                 }
-                ui.separator();
-                ui.label(format::images_per_s(p.images_per_s));
-                ui.separator();
-                ui.label(format!("lr {}", format::small(p.lr)));
-                if let Some(l) = p.last_loss {
-                    ui.separator();
-                    ui.label(format!("loss {l:.4}"));
-                }
-                ui.separator();
-                ui.label(format!(
-                    "elapsed {}",
-                    format::clock(cx.now.saturating_duration_since(run.started))
-                ));
+                live_stats(ui, p, run.started, cx.now);
             });
         }
         RunPhase::Finished {
@@ -329,4 +317,29 @@ pub(super) fn epoch_table(ui: &mut egui::Ui, id: &str, epochs: &[EpochRecord]) {
                     }
                 });
         });
+}
+
+/// The numbers beside a live run's buttons: images/s, learning rate and last loss (once a step
+/// was reported), and the elapsed time; shared by the training and QAT views.
+pub fn live_stats(
+    ui: &mut egui::Ui,
+    p: &super::progress::TrainProgress,
+    started: std::time::Instant,
+    now: std::time::Instant,
+) {
+    if p.step > 0 {
+        ui.separator();
+        ui.label(format::images_per_s(p.images_per_s));
+        ui.separator();
+        ui.label(format!("lr {}", format::small(p.lr)));
+        if let Some(l) = p.last_loss {
+            ui.separator();
+            ui.label(format!("loss {l:.4}"));
+        }
+    }
+    ui.separator();
+    ui.label(format!(
+        "elapsed {}",
+        format::clock(now.saturating_duration_since(started))
+    ));
 }

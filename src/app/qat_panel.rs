@@ -7,7 +7,7 @@
 //! persist; everything it shows comes from [`super::qat_run::QatRun`], and every action is a
 //! [`Command`]. This file only draws.
 
-use super::curves::{epoch_table, live_loss_series, loss_plot};
+use super::curves::{epoch_table, live_loss_series, live_stats, loss_plot};
 use super::format;
 use super::qat_run::{
     BATCH, CALIB_SAMPLES, QatCommand, QatPhase, QatPrecision, QatRequest, QatRun, ScaleRow,
@@ -332,21 +332,7 @@ fn run_header(ui: &mut egui::Ui, run: &QatRun, cx: &mut FrameCtx<'_>) {
         {
             cx.send(Command::Qat(QatCommand::Stop));
         }
-        if p.step > 0 {
-            ui.separator();
-            ui.label(format::images_per_s(p.images_per_s));
-            ui.separator();
-            ui.label(format!("lr {}", format::small(p.lr)));
-            if let Some(l) = p.last_loss {
-                ui.separator();
-                ui.label(format!("loss {l:.4}"));
-            }
-        }
-        ui.separator();
-        ui.label(format!(
-            "elapsed {}",
-            format::clock(cx.now.saturating_duration_since(run.started))
-        ));
+        live_stats(ui, p, run.started, cx.now);
     });
 }
 
