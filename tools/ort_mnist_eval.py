@@ -3,6 +3,10 @@
 then (x - mean) / std).
 
     python tools/ort_mnist_eval.py MODEL.onnx [--data assets/mnist] [--mean 0.1307] [--std 0.3081]
+        [--reference]
+
+--reference disables ONNX Runtime's graph optimizations, so a QDQ (quantized) model runs as
+written (the ONNX reference semantics) instead of on ORT's fused integer kernels.
 """
 
 import argparse
@@ -37,17 +41,22 @@ def main():
     ap.add_argument("--mean", type=float, default=0.1307)
     ap.add_argument("--std", type=float, default=0.3081)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--reference", action="store_true")
     a = ap.parse_args()
     images = read_idx(find(a.data, "t10k-images-idx3-ubyte"))
     labels = read_idx(find(a.data, "t10k-labels-idx1-ubyte"))
     x = ((images.astype(np.float32) / 255.0 - a.mean) / a.std)[:, None, :, :].astype(np.float32)
-    sess = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    if a.reference:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     correct = 0
     for i in range(0, len(x), a.batch):
         logits = sess.run(None, {name: x[i : i + a.batch]})[0]
         correct += int((logits.argmax(axis=1) == labels[i : i + a.batch]).sum())
-    print(f"{a.model}: ONNX Runtime accuracy {100.0 * correct / len(x):.2f}% ({correct}/{len(x)})")
+    mode = " (reference, no graph optimizations)" if a.reference else ""
+    print(f"{a.model}: ONNX Runtime{mode} accuracy {100.0 * correct / len(x):.2f}% ({correct}/{len(x)})")
 
 
 if __name__ == "__main__":
