@@ -318,7 +318,7 @@ fn draw_bench_panel(app: &StudioApp) -> Vec<qatlas::app::state::Command> {
     let mut panel = BenchPanel::default();
     let ctx = eframe::egui::Context::default();
     let _ = ctx.run_ui(Default::default(), |ui| {
-        let mut cx = FrameCtx::new(&app.live, &app.state.settings, &mut commands);
+        let mut cx = FrameCtx::new(&app.live, &app.state.settings, &app.ws, &mut commands);
         panel.ui(ui, &mut cx);
     });
     commands

@@ -45,6 +45,12 @@ impl StudioApp {
             Command::Qat(c) => self.apply_qat(c, frame),
             Command::Bench(c) => self.apply_bench(c),
             Command::DismissNotice => self.live.notice = None,
+            Command::ClosePathPrompt => self.live.path_prompt = None,
+            Command::Plan(c) => match self.ws.apply(c) {
+                Ok(effects) => self.run_effects(effects),
+                Err(why) => self.live.error(why),
+            },
+            Command::SetNormalization(n) => self.renormalise(n),
         }
     }
 
@@ -162,6 +168,29 @@ impl StudioApp {
         });
     }
 
+    /// The model on screen with normalisation `n` (copied and summarised on a worker).
+    fn renormalise(&mut self, n: Normalization) {
+        let Some(view) = &self.live.model else {
+            self.live
+                .error("cannot set the normalisation: no model is loaded");
+            return;
+        };
+        let channels = view.model.graph.input_shape[0];
+        if let Err(e) = n.validate(channels) {
+            self.live
+                .error(format!("cannot use this normalisation: {e}"));
+            return;
+        }
+        let (model, origin) = (view.model.clone(), view.origin.clone());
+        let id = self.live.next_model_id();
+        self.live.wanted_model = id;
+        self.spawn("Applying the normalisation".to_string(), move || {
+            let mut m = (*model).clone();
+            m.meta.normalization = n;
+            Outcome::Renormalised(ModelView::prepare(id, Arc::new(m), origin))
+        });
+    }
+
     fn save(&mut self, path: PathBuf) {
         let Some(view) = &self.live.model else {
             self.live.error("cannot save: no model is loaded");
@@ -236,10 +265,14 @@ impl StudioApp {
             }
         };
         self.dialog_open = true;
+        self.live.path_prompt = None;
         self.spawn("Waiting for the file dialog".to_string(), move || {
+            let t = Instant::now();
+            let path = block_on(fut).map(|h| h.path().to_path_buf());
             Outcome::Picked {
                 pick,
-                path: block_on(fut).map(|h| h.path().to_path_buf()),
+                path,
+                seconds: t.elapsed().as_secs_f64(),
             }
         });
     }

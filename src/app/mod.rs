@@ -18,6 +18,8 @@ pub mod commands;
 pub mod curves;
 pub mod format;
 pub mod model_panel;
+pub mod panels;
+pub mod plan_jobs;
 pub mod progress;
 pub mod qat_control;
 pub mod qat_panel;
@@ -26,6 +28,7 @@ pub mod state;
 pub mod studio;
 pub mod task;
 pub mod top_bar;
+pub mod workspace;
 
 pub use studio::{StudioApp, StudioState};
 
@@ -46,8 +49,8 @@ pub fn run(args: GuiArgs) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(APP_NAME)
-            .with_inner_size([1360.0, 860.0])
-            .with_min_inner_size([960.0, 600.0]),
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([900.0, 600.0]),
         ..Default::default()
     };
     eframe::run_native(

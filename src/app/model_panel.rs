@@ -47,7 +47,7 @@ impl ModelPanel {
     }
 }
 
-fn facts(ui: &mut egui::Ui, view: &ModelView) {
+pub fn facts(ui: &mut egui::Ui, view: &ModelView) {
     let m = &view.model;
     // Long values wrap inside the panel instead of widening it.
     let value_width = (ui.available_width() - 170.0).max(160.0);

@@ -393,7 +393,7 @@ impl QatRun {
                 self.job = None;
                 self.phase = QatPhase::Failed(msg);
             }
-            JobEvent::Trained { .. } | JobEvent::Evaluated(_) => {}
+            _ => {}
         }
     }
 

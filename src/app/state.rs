@@ -9,13 +9,18 @@ use super::bench_run::{BenchCommand, BenchState};
 use super::progress::TrainProgress;
 use super::qat_run::{QatCommand, QatRun, QatTaskResult};
 use super::task::Task;
+use super::workspace::{PlanCommand, Workspace};
 use crate::data::Dataset;
+use crate::data::Normalization;
 use crate::graph::{LayerSummary, summarize};
 use crate::io::Model;
 use crate::jobs::Job;
+use crate::ops::OpKind;
+use crate::quant::plan::{Precision, QuantPlan, is_quantizable};
 use crate::train::{EvalResult, TrainConfig};
 use crate::zoo::Arch;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,8 +55,14 @@ pub enum Command {
     Qat(QatCommand),
     /// Kernel / end-to-end benchmarks (the Benchmarks panel).
     Bench(BenchCommand),
+    /// The quantization workspace (plan edits, sweeps, ranges).
+    Plan(PlanCommand),
+    /// Give the model on screen this input normalisation (a copy is made on a worker).
+    SetNormalization(Normalization),
     /// Hide the notice in the status line.
     DismissNotice,
+    /// Hide the typed-path field of the top bar.
+    ClosePathPrompt,
 }
 
 /// "Train from scratch" as the user set it up; everything else is [`TrainConfig::default`].
@@ -102,6 +113,12 @@ pub struct ModelView {
     /// The per-layer table, or why it could not be made.
     pub layers: Result<Vec<LayerSummary>, String>,
     pub trainable: usize,
+    /// Layers of an already-quantized model and the grid of their weights (read only).
+    pub fixed_precision: Vec<(String, String)>,
+    /// Nodes qatlas keeps as placeholders (imported ops it cannot run).
+    pub unsupported: BTreeSet<String>,
+    /// The default plan of a float model, or why the plan tools cannot work on this one.
+    pub plan: Result<QuantPlan, String>,
 }
 
 impl ModelView {
@@ -110,12 +127,52 @@ impl ModelView {
         let layers =
             summarize(&model.graph).map_err(|e| format!("cannot summarise the graph: {e}"));
         let trainable = model.graph.num_trainable();
+        let g = &model.graph;
+        let unsupported = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, OpKind::Unsupported { .. }))
+            .map(|n| n.name.clone())
+            .collect::<BTreeSet<_>>();
+        // A layer whose weight comes out of a fake quantizer: a quantized model.
+        let fixed_precision: Vec<(String, String)> = g
+            .nodes
+            .iter()
+            .filter(|n| is_quantizable(&n.op))
+            .filter_map(|n| {
+                let w = *n.inputs.get(1)?;
+                let fq = g.nodes.iter().find(|m| m.output == w)?;
+                match &fq.op {
+                    OpKind::FakeQuant(a) => Some((n.name.clone(), grid_label(&a.grid))),
+                    _ => None,
+                }
+            })
+            .collect();
+        let plan = if g.nodes.iter().any(|n| matches!(n.op, OpKind::FakeQuant(_))) {
+            Err("This model is already quantized: its layers show the precision in the file. \
+                 The plan tools (what-if, histograms, sensitivity, calibration) start from a float model."
+                .to_string())
+        } else if let Some(n) = unsupported.iter().next() {
+            Err(format!(
+                "The plan tools cannot run this model: node '{n}' is an op qatlas does not support yet."
+            ))
+        } else {
+            let p = QuantPlan::default_for(g, Precision::Int8);
+            if p.layers.is_empty() {
+                Err("The model has no Conv, Linear or MatMul layer to quantize.".to_string())
+            } else {
+                Ok(p)
+            }
+        };
         ModelView {
             id,
             model,
             origin,
             layers,
             trainable,
+            fixed_precision,
+            unsupported,
+            plan,
         }
     }
 
@@ -133,6 +190,19 @@ impl ModelView {
             ModelOrigin::File(p) => Some(p),
             ModelOrigin::Trained { .. } => None,
         }
+    }
+}
+
+/// "int8", "int4", "fp16" or the integer range of a fake quantizer's grid.
+fn grid_label(g: &crate::ops::fake_quant::QuantGrid) -> String {
+    use crate::ops::fake_quant::QuantGrid;
+    match *g {
+        QuantGrid::Fp16 => "fp16".into(),
+        QuantGrid::Int { qmin, qmax } => match qmax - qmin {
+            255 => "int8".into(),
+            15 => "int4".into(),
+            _ => format!("int {qmin}..{qmax}"),
+        },
     }
 }
 
@@ -206,8 +276,14 @@ pub enum Outcome {
     },
     /// A fresh, untrained network for "Train from scratch".
     FreshModel(Result<Box<Model>, String>),
-    /// A file dialog closed (`None`: cancelled).
-    Picked { pick: Pick, path: Option<PathBuf> },
+    /// A file dialog closed (`None`: cancelled) after `seconds`.
+    Picked {
+        pick: Pick,
+        path: Option<PathBuf>,
+        seconds: f64,
+    },
+    /// The model on screen with another normalisation, summarised and ready to show.
+    Renormalised(ModelView),
     /// A model was written to `path` (`id`: the model that was saved).
     Saved {
         id: u64,
@@ -296,6 +372,8 @@ pub struct Live {
     pub last_eval: Option<(u64, EvalResult)>,
     pub notice: Option<Notice>,
     pub tasks: Vec<Task<Outcome>>,
+    /// A file dialog could not be shown: the top bar asks for a typed path instead.
+    pub path_prompt: Option<Pick>,
 }
 
 impl Live {
@@ -319,6 +397,7 @@ impl Live {
             last_eval: None,
             notice: None,
             tasks: Vec::new(),
+            path_prompt: None,
         }
     }
 
@@ -355,7 +434,10 @@ impl Live {
         !self.tasks.is_empty()
             || self.is_training()
             || self.evaluation.is_some()
-            || self.qat.as_ref().is_some_and(QatRun::is_active)
+            || self
+                .qat
+                .as_ref()
+                .is_some_and(|r| r.is_active() && !r.paused)
             || self.bench.running.is_some()
     }
 
@@ -456,16 +538,27 @@ pub fn check_fit(model: &Model, data: &Dataset) -> Result<(), String> {
 pub struct FrameCtx<'a> {
     pub live: &'a Live,
     pub settings: &'a Settings,
+    /// The quantization workspace (plan and its analysis results).
+    pub ws: &'a Workspace,
+    /// The 99th percentile of recent frame times, for the status bar.
+    pub frame_p99_ms: Option<f64>,
     /// The frame's time (for ETAs).
     pub now: Instant,
     commands: &'a mut Vec<Command>,
 }
 
 impl<'a> FrameCtx<'a> {
-    pub fn new(live: &'a Live, settings: &'a Settings, commands: &'a mut Vec<Command>) -> Self {
+    pub fn new(
+        live: &'a Live,
+        settings: &'a Settings,
+        ws: &'a Workspace,
+        commands: &'a mut Vec<Command>,
+    ) -> Self {
         FrameCtx {
             live,
             settings,
+            ws,
+            frame_p99_ms: None,
             now: Instant::now(),
             commands,
         }

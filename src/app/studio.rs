@@ -9,6 +9,13 @@ use super::actions::ActionsPanel;
 use super::bench_panel::BenchPanel;
 use super::curves::CurvesPanel;
 use super::model_panel::ModelPanel;
+use super::panels::calibration::CalibrationPanel;
+use super::panels::data::DataPanel;
+use super::panels::histograms::HistogramsPanel;
+use super::panels::layers::LayersPanel;
+use super::panels::sensitivity::SensitivityPanel;
+use super::panels::summary;
+use super::plan_jobs::{Inputs, PlanJobs};
 use super::qat_panel::QatPanel;
 use super::qat_run::QatCommand;
 use super::state::{
@@ -17,6 +24,7 @@ use super::state::{
 };
 use super::task::Polled;
 use super::top_bar::TopBar;
+use super::workspace::{Effect, Workspace};
 use crate::cli::common::{GuiArgs, default_data_dir, default_model};
 use crate::io::Model;
 use crate::jobs::{Job, JobEvent, Waker};
@@ -29,15 +37,32 @@ use std::time::{Duration, Instant};
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(10);
 
 /// Repaint interval while background work runs, so progress animates.
-pub const BUSY_REPAINT: Duration = Duration::from_millis(50);
+pub const BUSY_REPAINT: Duration = Duration::from_millis(250);
 
-/// Which view fills the centre of the window.
+/// Which view fills the centre of the window (in workflow order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CentralTab {
+    Data,
     #[default]
-    Curves,
+    Histograms,
+    Sensitivity,
+    Calibration,
     Qat,
     Bench,
+    Curves,
+}
+
+impl CentralTab {
+    /// Every tab with its title, in the order the tab bar shows them.
+    pub const ALL: [(CentralTab, &'static str); 7] = [
+        (CentralTab::Data, "Model & data"),
+        (CentralTab::Histograms, "Histograms"),
+        (CentralTab::Sensitivity, "Sensitivity"),
+        (CentralTab::Calibration, "Calibration"),
+        (CentralTab::Qat, "QAT"),
+        (CentralTab::Bench, "Benchmarks"),
+        (CentralTab::Curves, "Training"),
+    ];
 }
 
 /// What a session would persist: settings and the panels' own state (no live handles).
@@ -51,6 +76,16 @@ pub struct StudioState {
     pub qat: QatPanel,
     #[serde(default)]
     pub bench: BenchPanel,
+    #[serde(default)]
+    pub layers: LayersPanel,
+    #[serde(default)]
+    pub histograms: HistogramsPanel,
+    #[serde(default)]
+    pub sensitivity: SensitivityPanel,
+    #[serde(default)]
+    pub calibration: CalibrationPanel,
+    #[serde(default)]
+    pub data: DataPanel,
     pub central: CentralTab,
 }
 
@@ -63,6 +98,15 @@ pub struct StudioApp {
     pub(super) backlog: VecDeque<JobEvent>,
     /// Whether a file dialog is open (one at a time).
     pub(super) dialog_open: bool,
+    /// The quantization workspace of the model on screen.
+    pub ws: Workspace,
+    pub(super) plan_jobs: PlanJobs,
+    /// Recent frame times (logic + drawing), for the status bar's p99.
+    pub frame_times: FrameTimes,
+    /// Time of this frame's `logic` (job draining), added to the drawing time.
+    logic_time: Duration,
+    /// Whether the layers panel got its initial width.
+    layers_sized: bool,
 }
 
 impl StudioApp {
@@ -81,6 +125,11 @@ impl StudioApp {
             curves: CurvesPanel::default(),
             qat: QatPanel::default(),
             bench: BenchPanel::default(),
+            layers: LayersPanel::default(),
+            histograms: HistogramsPanel::default(),
+            sensitivity: SensitivityPanel::default(),
+            calibration: CalibrationPanel::default(),
+            data: DataPanel::default(),
             central: CentralTab::default(),
         };
         let mut app = StudioApp {
@@ -89,6 +138,11 @@ impl StudioApp {
             waker,
             backlog: VecDeque::new(),
             dialog_open: false,
+            ws: Workspace::default(),
+            plan_jobs: PlanJobs::default(),
+            frame_times: FrameTimes::default(),
+            logic_time: Duration::ZERO,
+            layers_sized: false,
         };
         app.open_data(data_dir);
         app.open_model(model_path);
@@ -143,6 +197,44 @@ impl StudioApp {
         }
         self.pump_qat(deadline);
         self.pump_bench();
+        let effects = self.plan_jobs.drain(&mut self.ws);
+        self.run_effects(effects);
+    }
+
+    /// What the plan jobs read from the studio.
+    fn plan_inputs(live: &Live) -> Inputs<'_> {
+        Inputs {
+            model: live.model.as_ref().map(|v| (v.id, &v.model)),
+            train: live.data.train.ready(),
+            test: live.data.test.ready(),
+        }
+    }
+
+    /// Starts the work the workspace asked for.
+    pub(super) fn run_effects(&mut self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let inp = Self::plan_inputs(&self.live);
+        self.plan_jobs.run(effects, &mut self.ws, &inp, &self.waker);
+    }
+
+    /// A new model is on screen: a fresh workspace with its default plan, evaluated at once.
+    fn show_model(&mut self, view: ModelView) {
+        self.plan_jobs.reset();
+        self.ws = Workspace::for_model(view.id, view.plan.clone());
+        let rev = self.ws.rev;
+        self.live.model = Some(view);
+        if self.ws.plan.is_some() {
+            self.run_effects(vec![Effect::Evaluate { rev }]);
+        }
+    }
+
+    /// A dataset split arrived: an evaluation waiting for it can run.
+    fn on_data_loaded(&mut self) {
+        let inp = Self::plan_inputs(&self.live);
+        self.plan_jobs
+            .retry_deferred(&mut self.ws, &inp, &self.waker);
     }
 
     /// Whether job events are waiting for the next frame.
@@ -172,10 +264,7 @@ impl StudioApp {
                     self.live.error(msg);
                     done = true;
                 }
-                JobEvent::Train(_)
-                | JobEvent::Trained { .. }
-                | JobEvent::Qat(_)
-                | JobEvent::QatFinished(_) => {}
+                _ => {}
             }
         }
         if !done && ended {
@@ -215,7 +304,7 @@ impl StudioApp {
                 run.phase = RunPhase::Failed(msg.clone());
                 self.live.error(msg);
             }
-            JobEvent::Evaluated(_) | JobEvent::Qat(_) | JobEvent::QatFinished(_) => {}
+            _ => {}
         }
     }
 
@@ -227,7 +316,7 @@ impl StudioApp {
                 }
                 match load {
                     ModelLoad::Ready(view) => {
-                        self.live.model = Some(view);
+                        self.show_model(view);
                         self.live.no_model_reason = None;
                         self.state.settings.model_path = Some(path);
                         if !self.live.is_training() {
@@ -286,9 +375,20 @@ impl StudioApp {
                     text += &format!(": test accuracy {}", super::format::percent(a));
                 }
                 text += ". The trained model is shown; use Save as… to keep it.";
-                self.live.model = Some(view);
+                self.show_model(view);
                 self.live.no_model_reason = None;
                 self.live.info(text);
+            }
+            Outcome::Renormalised(view) => {
+                if view.id != self.live.wanted_model {
+                    return;
+                }
+                let n = view.model.meta.normalization.clone();
+                self.show_model(view);
+                self.live.info(format!(
+                    "Normalisation set to mean {:?}, std {:?}; the plan is calibrated again.",
+                    n.mean, n.std
+                ));
             }
             Outcome::Data {
                 ticket,
@@ -306,11 +406,27 @@ impl StudioApp {
                     Ok(d) => Loadable::Ready(d),
                     Err(e) => Loadable::Failed(e),
                 };
+                self.on_data_loaded();
             }
             Outcome::FreshModel(result) => self.on_fresh_model(result),
-            Outcome::Picked { pick, path } => {
+            Outcome::Picked {
+                pick,
+                path,
+                seconds,
+            } => {
                 self.dialog_open = false;
-                let Some(path) = path else { return };
+                let Some(path) = path else {
+                    // A dialog that "closes" at once never showed: no dialog service here.
+                    if seconds < NO_DIALOG_SECONDS {
+                        self.live.path_prompt = Some(pick);
+                        self.live.error(
+                            "no file dialog could be shown (this system has no file-dialog \
+                             service: xdg-desktop-portal or zenity); type the path in the field \
+                             under the top bar",
+                        );
+                    }
+                    return;
+                };
                 let cmd = match pick {
                     Pick::Model => Command::OpenModel(path),
                     Pick::DataDir => Command::OpenData(path),
@@ -390,60 +506,142 @@ impl StudioApp {
 
 impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
         self.pump(DRAIN_BUDGET);
+        // Workers wake the window when they report; the slow tick only moves ETAs and
+        // elapsed times. Nothing ticks while the only job is a paused one.
         if self.has_backlog() {
             ctx.request_repaint();
-        } else if self.live.is_busy() {
+        } else if self.live.is_busy() || self.plan_jobs.is_busy() {
             ctx.request_repaint_after(BUSY_REPAINT);
         }
+        self.logic_time = started.elapsed();
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let started = Instant::now();
         let mut commands = Vec::new();
         {
             let StudioState {
                 settings,
                 top_bar,
-                model_panel,
+                model_panel: _,
                 actions,
                 curves,
                 qat,
                 bench,
+                layers,
+                histograms,
+                sensitivity,
+                calibration,
+                data,
                 central,
             } = &mut self.state;
-            let mut cx = FrameCtx::new(&self.live, settings, &mut commands);
-            egui::Panel::top("top_bar").show(ui, |ui| top_bar.ui(ui, &mut cx));
-            egui::Panel::left("model_panel")
+            let mut cx = FrameCtx::new(&self.live, settings, &self.ws, &mut commands);
+            cx.frame_p99_ms = self.frame_times.p99_ms();
+            egui::Panel::top("top_bar").show(ui, |ui| {
+                top_bar.ui(ui, &mut cx);
+                summary::ui(ui, &mut cx);
+                ui.add_space(2.0);
+            });
+            // The layers table starts at ~45 % of a 1280-wide window and never takes more than
+            // 60 %: the centre keeps the rest.
+            let width = ui.available_width();
+            let mut panel = egui::Panel::left("layers_panel")
                 .resizable(true)
-                .default_size(500.0)
-                .show(ui, |ui| model_panel.ui(ui, &mut cx));
-            egui::Panel::right("actions_panel")
-                .resizable(true)
-                .default_size(320.0)
-                .show(ui, |ui| actions.ui(ui, &mut cx));
+                .min_size(240.0)
+                .max_size((width * 0.6).max(240.0));
+            // The window may start tiny before the window system sizes it: set the width once
+            // the window is a real size (the panel remembers it, and the user's resizing).
+            if !self.layers_sized && width >= 800.0 {
+                panel = panel.exact_size((width * 0.45).min(LAYERS_WIDTH));
+                self.layers_sized = true;
+            }
+            panel.show(ui, |ui| layers.ui(ui, &mut cx));
             egui::CentralPanel::default().show(ui, |ui| {
                 ui.add_space(4.0);
-                ui.horizontal(|ui| {
-                    for (tab, name) in [
-                        (CentralTab::Curves, "Training curves"),
-                        (CentralTab::Qat, "Quantization-aware training"),
-                        (CentralTab::Bench, "Benchmarks"),
-                    ] {
-                        let text = egui::RichText::new(name).heading();
-                        ui.selectable_value(central, tab, text);
-                    }
-                });
+                egui::ScrollArea::horizontal()
+                    .id_salt("tab_bar")
+                    .show(ui, |ui| {
+                        ui.horizontal(|ui| {
+                            for (tab, name) in CentralTab::ALL {
+                                let text = egui::RichText::new(name).strong();
+                                ui.selectable_value(central, tab, text);
+                            }
+                        });
+                    });
                 ui.separator();
                 match central {
-                    CentralTab::Curves => curves.ui(ui, &mut cx),
+                    CentralTab::Data => {
+                        egui::ScrollArea::vertical()
+                            .auto_shrink([false, false])
+                            .show(ui, |ui| data.ui(ui, &mut cx));
+                    }
+                    CentralTab::Histograms => histograms.ui(ui, &mut cx),
+                    CentralTab::Sensitivity => sensitivity.ui(ui, &mut cx),
+                    CentralTab::Calibration => {
+                        egui::ScrollArea::vertical()
+                            .auto_shrink([false, false])
+                            .show(ui, |ui| calibration.ui(ui, &mut cx));
+                    }
                     CentralTab::Qat => qat.ui(ui, &mut cx),
                     CentralTab::Bench => bench.ui(ui, &mut cx),
+                    CentralTab::Curves => {
+                        egui::Panel::left("training_form")
+                            .resizable(true)
+                            .default_size(300.0)
+                            .show(ui, |ui| actions.ui(ui, &mut cx));
+                        curves.ui(ui, &mut cx);
+                    }
                 }
             });
         }
         for c in commands {
             self.apply(c, Some(frame));
         }
+        self.frame_times.push(self.logic_time + started.elapsed());
+    }
+}
+
+/// The layers table's initial width.
+const LAYERS_WIDTH: f32 = 560.0;
+
+/// A file dialog that returns "cancelled" faster than this never showed.
+const NO_DIALOG_SECONDS: f64 = 0.4;
+
+/// The last frames' times, for a p99 in the status bar.
+#[derive(Default)]
+pub struct FrameTimes {
+    times: VecDeque<Duration>,
+    seen: usize,
+}
+
+impl FrameTimes {
+    const KEEP: usize = 600;
+    /// Start-up frames (font atlas, first layout) are not what a user feels while working.
+    const SKIP: usize = 10;
+
+    /// Records one frame.
+    pub fn push(&mut self, d: Duration) {
+        self.seen += 1;
+        if self.seen <= Self::SKIP {
+            return;
+        }
+        if self.times.len() == Self::KEEP {
+            self.times.pop_front();
+        }
+        self.times.push_back(d);
+    }
+
+    /// The 99th percentile of the recorded frames, in ms.
+    pub fn p99_ms(&self) -> Option<f64> {
+        if self.times.is_empty() {
+            return None;
+        }
+        let mut v: Vec<Duration> = self.times.iter().copied().collect();
+        v.sort();
+        let i = ((v.len() - 1) as f64 * 0.99).round() as usize;
+        Some(v[i].as_secs_f64() * 1000.0)
     }
 }
 

@@ -2,13 +2,17 @@
 //! the status line (background work with a spinner, the latest notice, errors in red). Draws
 //! from a [`FrameCtx`] and sends [`Command`]s; it changes no state itself.
 
-use super::state::{Command, FrameCtx, Level, ModelOrigin};
+use super::qat_run::QatCommand;
+use super::state::{Command, FrameCtx, Level, ModelOrigin, Pick};
 use eframe::egui::{self, RichText};
 use serde::{Deserialize, Serialize};
 
-/// The top bar (it has no state of its own yet).
+/// The top bar; its state is the typed path when no file dialog can be shown.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TopBar {}
+pub struct TopBar {
+    #[serde(skip)]
+    pub typed_path: String,
+}
 
 impl TopBar {
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
@@ -18,10 +22,17 @@ impl TopBar {
             ui.separator();
             if ui
                 .button("Open model…")
-                .on_hover_text("Open a qatlas model file (.safetensors)")
+                .on_hover_text("Open a qatlas model (.safetensors) or an ONNX file")
                 .clicked()
             {
                 cx.send(Command::PickModel);
+            }
+            if ui
+                .button("Open data…")
+                .on_hover_text("Choose the dataset folder")
+                .clicked()
+            {
+                cx.send(Command::PickDataDir);
             }
             ui.label("Model:");
             match cx.live.model.as_ref().map(|v| &v.origin) {
@@ -40,11 +51,43 @@ impl TopBar {
                 }
             }
         });
+        if let Some(pick) = cx.live.path_prompt {
+            ui.horizontal(|ui| {
+                let what = match pick {
+                    Pick::Model => "Model file to open:",
+                    Pick::DataDir => "Dataset folder to open:",
+                    Pick::SavePath | Pick::QatSavePath => "Save to:",
+                };
+                ui.label(what);
+                let r = ui.add(
+                    egui::TextEdit::singleline(&mut self.typed_path)
+                        .desired_width(420.0)
+                        .hint_text("/path/to/file"),
+                );
+                let go = ui.button("OK").clicked()
+                    || (r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)));
+                if go && !self.typed_path.trim().is_empty() {
+                    let p = std::path::PathBuf::from(self.typed_path.trim());
+                    cx.send(match pick {
+                        Pick::Model => Command::OpenModel(p),
+                        Pick::DataDir => Command::OpenData(p),
+                        Pick::SavePath => Command::SaveModel(p),
+                        Pick::QatSavePath => Command::Qat(QatCommand::Save(p)),
+                    });
+                    cx.send(Command::ClosePathPrompt);
+                }
+                if ui.button("Cancel").clicked() {
+                    cx.send(Command::ClosePathPrompt);
+                }
+            });
+        }
         ui.horizontal_wrapped(|ui| {
             ui.label("Status:");
             let busy = cx.live.busy_labels();
             if !busy.is_empty() {
-                ui.spinner();
+                if cx.live.is_busy() {
+                    ui.spinner();
+                }
                 ui.label(busy.join(" · "));
             }
             match &cx.live.notice {
@@ -70,6 +113,12 @@ impl TopBar {
                     ui.label("Ready");
                 }
                 None => {}
+            }
+            if let Some(ms) = cx.frame_p99_ms {
+                ui.separator();
+                ui.weak(format!("frame p99 {ms:.1} ms")).on_hover_text(
+                    "99th percentile of the last 600 frames' CPU time (job draining + layout)",
+                );
             }
         });
         ui.add_space(2.0);

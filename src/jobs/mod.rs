@@ -1,11 +1,16 @@
-//! Background jobs: heavy work (training, evaluation, quantization-aware training) runs on a worker thread that reports typed
+//! Background jobs: heavy work (training, evaluation, quantization-aware training, plan
+//! calibration and what-if evaluation, sensitivity sweeps, latency measurement) runs on a worker thread that reports typed
 //! [`JobEvent`]s over a channel and honours stop/pause commands through a shared [`Control`]. The UI (or CLI) drains events
 //! without blocking; workers wake it through an injected [`Waker`], so this module knows nothing
 //! of egui.
 
+pub mod analysis;
 pub mod qat;
+pub mod sweep;
 
+pub use analysis::{PlanEvent, PlanRequest, PlanWorker};
 pub use qat::{QatEvent, QatOutcome, QatSpec, run_qat};
+pub use sweep::SweepDone;
 
 use crate::data::{Dataset, Normalization};
 use crate::io::Model;
@@ -31,6 +36,13 @@ pub enum JobEvent {
     Qat(QatEvent),
     /// A QAT job finished (possibly with an error and the last good weights).
     QatFinished(Box<QatOutcome>),
+    /// The plan worker (calibration, what-if evaluation, clip ranges).
+    Plan(PlanEvent),
+    /// A sensitivity sweep's baseline or a layer row.
+    Sweep(crate::analysis::sensitivity::SensitivityEvent),
+    SweepDone(SweepDone),
+    /// Per-layer latency of a plan on the integer runtime (or why it could not be measured).
+    Latency(Result<Arc<crate::bench::latency::PlanLatency>, String>),
     /// The job stopped with an error (already formatted for a person).
     Failed(String),
 }

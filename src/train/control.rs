@@ -37,6 +37,11 @@ impl Control {
         self.paused.load(Ordering::Relaxed)
     }
 
+    /// The stop flag itself, for library code that takes a `&AtomicBool`.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
     /// Whether a stop was requested.
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Relaxed)

@@ -1,0 +1,71 @@
+//! One-shot analysis jobs of the studio: a sensitivity sweep (rows stream out as each layer's
+//! variants finish; cached by model, plan, data and settings) and the per-layer latency of a
+//! plan measured on this machine's integer kernels. Both run the library code the CLI runs
+//! (`analysis::sensitivity`, `bench::latency`). Knows nothing of egui.
+
+use super::{Job, JobEvent, Waker};
+use crate::analysis::sensitivity::{
+    SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig, SweepData, sensitivity,
+};
+use crate::analysis::whatif::PlanEval;
+use crate::bench::latency::{LatencyConfig, PlanLatency, plan_latency};
+use crate::data::{Dataset, Normalization};
+use crate::io::Model;
+use crate::quant::QuantPlan;
+use std::sync::Arc;
+
+/// The end of a sensitivity sweep.
+#[derive(Clone, Debug)]
+pub struct SweepDone {
+    pub report: Arc<SensitivityReport>,
+    /// Served from the cache (no work done).
+    pub cached: bool,
+}
+
+impl Job {
+    /// Sweeps the layers of `plan` on `model` ([`sensitivity`]); ends with
+    /// [`JobEvent::SweepDone`] or [`JobEvent::Failed`]; Stop cancels between batches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sensitivity(
+        model: Arc<Model>,
+        plan: QuantPlan,
+        calib: Arc<Dataset>,
+        eval: Arc<Dataset>,
+        norm: Normalization,
+        cfg: SweepConfig,
+        cache: Arc<SensitivityCache>,
+        waker: Waker,
+    ) -> std::io::Result<Job> {
+        Job::spawn("qatlas-sensitivity", waker, move |out, control| {
+            let d = SweepData {
+                model: &model.graph,
+                plan: &plan,
+                calib: &calib,
+                eval: &eval,
+                norm: &norm,
+            };
+            let on_event = |e: SensitivityEvent| out.send(JobEvent::Sweep(e));
+            match sensitivity(&d, &cfg, Some(&cache), control.stop_flag(), &on_event) {
+                Ok(s) => out.send(JobEvent::SweepDone(SweepDone {
+                    report: s.report,
+                    cached: s.cached,
+                })),
+                Err(crate::quant::QuantError::Cancelled) => out.send(JobEvent::Failed(
+                    "the sensitivity sweep was cancelled".into(),
+                )),
+                Err(e) => out.send(JobEvent::Failed(format!("sensitivity sweep failed: {e}"))),
+            }
+        })
+    }
+
+    /// Measures the per-layer latency of an evaluated plan (its fake-quant graph against the
+    /// BN-folded float graph) on the integer runtime ([`plan_latency`]); ends with [`JobEvent::Latency`].
+    pub fn latency(eval: Arc<PlanEval>, cfg: LatencyConfig, waker: Waker) -> std::io::Result<Job> {
+        Job::spawn("qatlas-latency", waker, move |out, control| {
+            let (float, prepared) = (&eval.ptq.folded, &eval.ptq.prepared.graph);
+            let r: Result<PlanLatency, String> =
+                plan_latency(float, prepared, &cfg, control.stop_flag()).map_err(|e| e.to_string());
+            out.send(JobEvent::Latency(r.map(Arc::new)));
+        })
+    }
+}
