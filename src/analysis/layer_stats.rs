@@ -84,6 +84,9 @@ pub struct LayerStats {
     pub channel_ranges: Vec<(f32, f32)>,
     /// The layer's output activation (after its fused activation).
     pub activation: Option<TensorView>,
+    /// The layer's input activation: the histogram of its input point (which may be the point
+    /// it shares with the layer producing it, e.g. through a MaxPool) with that point's grid.
+    pub input: Option<TensorView>,
 }
 
 fn tensor_histogram(t: &Tensor, bins: usize) -> HistogramView {
@@ -131,7 +134,7 @@ pub fn layer_stats(res: &PtqResult, bins: usize) -> Vec<LayerStats> {
                     )
                 })
                 .unwrap_or_default();
-            let activation = l.output.map(|pi| {
+            let activation_view = |pi: usize| {
                 let pp = &res.prepared.points[pi];
                 TensorView {
                     histogram: cal
@@ -144,13 +147,14 @@ pub fn layer_stats(res: &PtqResult, bins: usize) -> Vec<LayerStats> {
                     },
                     grid: pp.point.grid.describe(),
                 }
-            });
+            };
             LayerStats {
                 layer: node.name.clone(),
                 op: node.op.name().to_string(),
                 weight,
                 channel_ranges,
-                activation,
+                activation: l.output.map(activation_view),
+                input: l.inputs.first().copied().flatten().map(activation_view),
             }
         })
         .collect()
@@ -204,5 +208,18 @@ mod tests {
         let a = stats[0].activation.as_ref().unwrap();
         assert_eq!(a.overlay.as_ref().unwrap().levels.len(), 256); // int8 activations (W4A8)
         assert_eq!(a.histogram.as_ref().unwrap().counts.len(), 64);
+        // conv1 reads the image: 8 images of 8x8 values, u8 grid (W4A8).
+        let i = stats[0].input.as_ref().unwrap();
+        assert_eq!(
+            i.histogram.as_ref().unwrap().counts.iter().sum::<u64>(),
+            8 * 64
+        );
+        assert_eq!(i.grid, "u8 affine");
+        let input_range = res.plan.ranges.iter().find(|r| r.point == "input.fq");
+        assert_eq!(i.overlay, input_range.map(|r| Overlay::of(r, 0)));
+        // conv2 reads pool1 = maxpool(relu1.fq): it shows conv1's output point, 8·16·8·8 values.
+        assert_eq!(stats[1].input, stats[0].activation);
+        let shared = stats[1].input.as_ref().unwrap().histogram.as_ref().unwrap();
+        assert_eq!(shared.counts.iter().sum::<u64>(), 8 * 16 * 64);
     }
 }

@@ -6,16 +6,25 @@
 //! - [`layer_stats`]: per-layer weight and activation histograms with the chosen range and grid,
 //!   per-channel weight ranges;
 //! - [`sensitivity`]: only-this-layer / all-but-this-layer ablations in parallel, reported layer
-//!   by layer, cancellable and cached.
+//!   by layer, cancellable and cached;
+//! - [`whatif`]: the per-layer precision what-if, a [`PlanSession`] that keeps one calibration
+//!   and calibrates only the observers a changed plan adds, then freezes (with user-pinned
+//!   ranges) and compares;
+//! - [`size`]: a plan's model size per layer, exactly as the integer runtime stores it;
+//! - [`clip`]: a dragged range's grid, clipped fraction and SQNR from a histogram, and the range
+//!   each observer kind would pick.
 //!
 //! Sits above `quant` (and `data`, `graph`); knows nothing of the GUI: results are plain data,
 //! delivered through callbacks.
 
 pub mod cache;
+pub mod clip;
 pub mod compare;
 pub mod layer_stats;
 pub mod sensitivity;
+pub mod size;
 pub mod sqnr;
+pub mod whatif;
 
 pub use compare::{Comparison, LayerReport, compare};
 pub use layer_stats::{LayerStats, layer_stats};
@@ -23,3 +32,5 @@ pub use sensitivity::{
     LayerSensitivity, SensitivityCache, SensitivityEvent, SensitivityReport, Sweep, SweepConfig,
     SweepData, SweepMode, sensitivity,
 };
+pub use size::{LayerSize, PlanSize, plan_size};
+pub use whatif::{PlanEval, PlanSession};

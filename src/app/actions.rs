@@ -143,13 +143,18 @@ impl ActionsPanel {
         let model_arch = cx.live.model.as_ref().and_then(|v| arch_of(&v.model));
         egui::Grid::new("train_form").num_columns(2).show(ui, |ui| {
             ui.label("Architecture");
-            egui::ComboBox::from_id_salt("train_arch")
+            let combo = egui::ComboBox::from_id_salt("train_arch")
                 .selected_text(self.arch.name())
                 .show_ui(ui, |ui| {
                     for a in Arch::ALL {
                         ui.selectable_value(&mut self.arch, a, a.name());
                     }
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "architecture".into(),
+            );
             ui.end_row();
             ui.label("Epochs");
             ui.add(egui::DragValue::new(&mut self.epochs).range(1..=100));

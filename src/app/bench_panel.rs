@@ -133,7 +133,7 @@ impl BenchPanel {
 }
 
 fn mark(ui: &mut egui::Ui, name: &str, on: bool) {
-    let (sym, c) = if on { ("✔", YES) } else { ("✘", NO) };
+    let (sym, c) = if on { ("yes", YES) } else { ("no", NO) };
     ui.label(RichText::new(format!("{sym} {name}")).color(c));
 }
 

@@ -141,7 +141,7 @@ impl QatPanel {
                 .spacing([12.0, 4.0])
                 .show(ui, |ui| {
                     ui.label("Precision");
-                    egui::ComboBox::from_id_salt("qat_precision")
+                    let combo = egui::ComboBox::from_id_salt("qat_precision")
                         .selected_text(self.precision.label())
                         .width(300.0)
                         .show_ui(ui, |ui| {
@@ -149,6 +149,11 @@ impl QatPanel {
                                 ui.selectable_value(&mut self.precision, p, p.label());
                             }
                         });
+                    crate::app::panels::widgets::accessible_name(
+                        &combo.response,
+                        egui::Role::ComboBox,
+                        "QAT precision".into(),
+                    );
                     ui.end_row();
                     ui.label("Epochs");
                     ui.add(egui::DragValue::new(&mut self.epochs).range(1..=50));

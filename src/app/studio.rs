@@ -506,6 +506,18 @@ impl StudioApp {
 
 impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.logic(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.draw(ui, Some(frame));
+    }
+}
+
+impl StudioApp {
+    /// The per-frame logic before drawing: drains background work within the frame budget
+    /// and schedules the next repaint.
+    pub fn logic(&mut self, ctx: &egui::Context) {
         let started = Instant::now();
         self.pump(DRAIN_BUDGET);
         // Workers wake the window when they report; the slow tick only moves ETAs and
@@ -518,7 +530,14 @@ impl eframe::App for StudioApp {
         self.logic_time = started.elapsed();
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+    /// One whole frame without eframe (GUI tests): [`Self::logic`] then [`Self::draw`].
+    pub fn frame(&mut self, ui: &mut egui::Ui) {
+        self.logic(&ui.ctx().clone());
+        self.draw(ui, None);
+    }
+
+    /// Draws the window and applies the frame's commands; `frame` parents file dialogs.
+    pub fn draw(&mut self, ui: &mut egui::Ui, frame: Option<&eframe::Frame>) {
         let started = Instant::now();
         let mut commands = Vec::new();
         {
@@ -597,7 +616,7 @@ impl eframe::App for StudioApp {
             });
         }
         for c in commands {
-            self.apply(c, Some(frame));
+            self.apply(c, frame);
         }
         self.frame_times.push(self.logic_time + started.elapsed());
     }

@@ -102,7 +102,7 @@ impl TopBar {
                     };
                     ui.label(text);
                     if ui
-                        .small_button("✖")
+                        .small_button("dismiss")
                         .on_hover_text("Dismiss this message")
                         .clicked()
                     {

@@ -1,17 +1,20 @@
-//! Benchmarks as a library: the int8 GEMM kernel benchmark ([`gemm`]) and the end-to-end seed-cnn
-//! benchmark ([`e2e`]), shared by `qatlas bench` (which prints them) and the studio's Benchmarks
-//! tab (which shows them live). Each takes a plain configuration, reports results through a
-//! callback as they complete, honours a stop flag, and returns serializable result structs.
+//! Benchmarks as a library: the int8 GEMM kernel benchmark ([`gemm`]), the end-to-end seed-cnn
+//! benchmark ([`e2e`]) and a plan's per-layer latency against float ([`latency`]), shared by
+//! `qatlas bench` (which prints them) and the studio (which shows them live). Each takes a plain
+//! configuration, honours a stop flag and returns serializable result structs; the long ones
+//! report results through a callback as they complete.
 //!
 //! Shared machines are noisy: only ratios measured in the same run mean much, so every figure
 //! comes with a baseline measured alongside it. Nothing here prints, parses flags or knows egui.
 
 pub mod e2e;
 pub mod gemm;
+pub mod latency;
 pub mod timing;
 
 pub use e2e::{E2eConfig, E2eProgress, E2eResult, run_e2e};
 pub use gemm::{GemmConfig, GemmMachine, GemmReport, GemmRow, GemmStep, run_gemm};
+pub use latency::{LatencyConfig, LayerLatency, PlanLatency, plan_latency};
 
 use crate::kernels::int8::amx;
 use serde::Serialize;
@@ -27,6 +30,9 @@ pub enum BenchError {
     /// A step of the end-to-end pipeline failed.
     #[error("{step}: {message}")]
     Step { step: &'static str, message: String },
+    /// The stop flag was raised (benchmarks that return no partial result).
+    #[error("the benchmark was stopped")]
+    Stopped,
 }
 
 /// Median of `v` (the upper one for an even count; NaN when empty), as the CLI has always used.

@@ -46,6 +46,8 @@ pub enum BenchWhat {
     E2e(super::bench_e2e::BenchE2eArgs),
     /// Quantization-aware-training throughput vs float training of the same model.
     Qat(super::bench_qat::BenchQatArgs),
+    /// A plan's latency per image on the integer kernels vs float, per layer and in total.
+    Latency(super::bench_latency::BenchLatencyArgs),
 }
 
 /// Flags of `qatlas bench train`.
@@ -80,6 +82,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Sensitivity(s)) => super::sensitivity::bench(s),
         Some(BenchWhat::E2e(e)) => super::bench_e2e::run(e),
         Some(BenchWhat::Qat(q)) => super::bench_qat::run(q),
+        Some(BenchWhat::Latency(l)) => super::bench_latency::run(l),
     }
 }
 

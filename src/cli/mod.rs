@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bench_gemm;
+pub mod bench_latency;
 pub mod bench_qat;
 pub mod common;
 pub mod eval;

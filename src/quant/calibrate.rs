@@ -2,7 +2,9 @@
 //! point's observer, then freezes the chosen ranges into scales and zero points.
 //!
 //! Observers are keyed by (value, observer choice), so the points of several plans on the same
-//! graph (the ablation variants of a sensitivity sweep) can share one calibration pass. Memory
+//! graph (the ablation variants of a sensitivity sweep) can share one calibration pass, and a
+//! calibration can be completed later with only the observers a new plan adds
+//! (`missing` → observe the same batches → `merge`, as the studio's what-if does). Memory
 //! is bounded by the observers (histograms have fixed bins), never by the number of images.
 //! Depends on `graph`, `quant::{exec, observer, points, plan, scheme}`.
 
@@ -47,6 +49,14 @@ impl RangeMemo {
         Some(v)
     }
 
+    /// Forgets the ranges memoized for observer `o` of value `v`.
+    fn forget(&self, v: ValueId, o: &Observer) {
+        let prefix = format!("{v}|{o:?}|");
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+
     fn clear(&self) {
         if let Ok(mut m) = self.0.lock() {
             m.clear();
@@ -79,6 +89,77 @@ impl Calibrator {
             observers,
             images: 0,
             memo: RangeMemo::default(),
+        }
+    }
+
+    fn has(&self, v: ValueId, o: &Observer) -> bool {
+        self.observers
+            .get(&v)
+            .is_some_and(|l| l.iter().any(|(x, _)| x == o))
+    }
+
+    /// A new, empty calibrator holding only the (value, observer) observers that the activation
+    /// points of `plans` need and this one lacks (no observers if it has them all). Observe the
+    /// same batches with it, then [`merge`](Self::merge) it in.
+    pub fn missing(&self, plans: &[&QuantPoints]) -> Calibrator {
+        let mut c = Calibrator::new(plans);
+        c.observers.retain(|v, list| {
+            list.retain(|(o, _)| !self.has(*v, o));
+            !list.is_empty()
+        });
+        c
+    }
+
+    /// Whether there are no observers at all.
+    pub fn is_empty(&self) -> bool {
+        self.observer_count() == 0
+    }
+
+    /// Number of (value, observer) observers.
+    pub fn observer_count(&self) -> usize {
+        self.observers.values().map(Vec::len).sum()
+    }
+
+    /// Adds `other`'s observers (an observer this one already has is kept, `other`'s copy
+    /// dropped). The image count stays this calibrator's unless it had no observers: the merged
+    /// observers are meant to have seen the same images. Memoized ranges of the observers kept
+    /// stay (merging leaves them unchanged); any of an added one are dropped.
+    pub fn merge(&mut self, other: Calibrator) {
+        if self.is_empty() {
+            self.images = other.images;
+        }
+        for (v, list) in other.observers {
+            for (o, st) in list {
+                if !self.has(v, &o) {
+                    self.memo.forget(v, &o);
+                    self.observers.entry(v).or_default().push((o, st));
+                }
+            }
+        }
+    }
+
+    /// A copy holding only the observers the activation points of `plans` use (with their
+    /// memoized ranges), e.g. to hand one plan's statistics to a viewer.
+    pub fn subset(&self, plans: &[&QuantPoints]) -> Calibrator {
+        let want = Calibrator::new(plans);
+        let mut observers = HashMap::new();
+        for (v, list) in &want.observers {
+            let kept: Vec<(Observer, ObserverState)> = self
+                .observers
+                .get(v)
+                .into_iter()
+                .flatten()
+                .filter(|(o, _)| list.iter().any(|(w, _)| w == o))
+                .cloned()
+                .collect();
+            if !kept.is_empty() {
+                observers.insert(*v, kept);
+            }
+        }
+        Calibrator {
+            observers,
+            images: self.images,
+            memo: self.memo.clone(),
         }
     }
 
@@ -162,11 +243,12 @@ impl Calibrator {
                 }
             }
             _ => {
+                // The observer must be here even when its range is memoized (a `subset`
+                // copies the memo of observers it leaves out).
+                let st = self.state(p).ok_or_else(no_data)?;
                 let key = format!("{}|{:?}|{:?}", p.value, p.observer, spec);
                 self.memo
-                    .get_or(key, || {
-                        self.state(p).and_then(|s| s.range(spec)).map(|r| vec![r])
-                    })
+                    .get_or(key, || st.range(spec).map(|r| vec![r]))
                     .ok_or_else(no_data)?
             }
         };
@@ -235,6 +317,78 @@ mod tests {
         let w = r.iter().find(|r| r.point == "conv1.weight.fq").unwrap();
         assert_eq!(w.scale.len(), 16);
         assert!(w.zero_point.iter().all(|&z| z == 0));
+    }
+
+    /// Bit patterns of everything a frozen range holds.
+    fn bits(r: &[PointRange]) -> Vec<(String, Vec<u32>, Vec<i32>)> {
+        r.iter()
+            .map(|r| {
+                let f = r.min.iter().chain(&r.max).chain(&r.scale);
+                (
+                    r.point.clone(),
+                    f.map(|v| v.to_bits()).collect(),
+                    r.zero_point.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Calibrating plan A, then only what plan B adds, gives B exactly the ranges of a fresh
+    /// calibration of B.
+    #[test]
+    fn missing_observers_complete_a_calibration_bit_for_bit() {
+        let g = Arch::SeedCnn.build([1, 8, 8], 3, 0).unwrap();
+        let a = QuantPlan::default_for(&g, Precision::Int8);
+        let mut b = a.clone();
+        b.layers[1].activation_observer = "percentile:99.9".parse().unwrap();
+        let (qa, qb) = (plan_points(&g, &a).unwrap(), plan_points(&g, &b).unwrap());
+        let batches: Vec<Tensor> = (0..3)
+            .map(|s| crate::ops::gradcheck::rand_tensor(&[4, 1, 8, 8], s))
+            .collect();
+        let stop = AtomicBool::new(false);
+        let mut ca = calibrate(&g, &[&qa], batches.clone(), &stop, &mut |_| {}).unwrap();
+        assert_eq!(ca.observer_count(), 4); // input, relu1, relu2, fc (all MSE)
+        assert!(ca.missing(&[&qa]).is_empty());
+        let mut miss = ca.missing(&[&qb]);
+        // Only relu2 (conv2's output, shared by fc's input) gets a new observer.
+        assert_eq!(miss.observer_count(), 1);
+        let p = |qp: &QuantPoints, name: &str| qp.points.iter().find(|p| p.name == name).cloned();
+        let relu2 = p(&qb, "relu2.fq").unwrap();
+        assert!(miss.state(&relu2).is_some());
+        assert!(miss.state(&p(&qb, "input.fq").unwrap()).is_none());
+        assert!(
+            matches!(ca.ranges(&g, &qb), Err(QuantError::NoData { point }) if point == "relu2.fq")
+        );
+        let before = bits(&ca.ranges(&g, &qa).unwrap());
+        for x in &batches {
+            miss.observe(&g, x).unwrap();
+        }
+        ca.merge(miss);
+        assert_eq!(bits(&ca.ranges(&g, &qa).unwrap()), before);
+        assert_eq!(ca.observer_count(), 5);
+        assert_eq!(ca.images(), 12);
+        let fresh = calibrate(&g, &[&qb], batches.clone(), &stop, &mut |_| {}).unwrap();
+        let (merged, want) = (ca.ranges(&g, &qb).unwrap(), fresh.ranges(&g, &qb).unwrap());
+        assert_eq!(bits(&merged), bits(&want));
+        // A subset keeps only B's observers.
+        let sub = ca.subset(&[&qb]);
+        assert_eq!(sub.observer_count(), 4);
+        assert_eq!(bits(&sub.ranges(&g, &qb).unwrap()), bits(&want));
+        assert!(sub.ranges(&g, &qa).is_err());
+        // The subset still memoizes `ca`'s relu2 MSE range; merging a relu2 MSE observer that
+        // saw other data must use the new observer, not the memo.
+        let mut sub = sub;
+        let mut other = sub.missing(&[&qa]);
+        assert_eq!(other.observer_count(), 1);
+        other.observe(&g, &batches[0]).unwrap();
+        sub.merge(other);
+        let one = calibrate(&g, &[&qa], [batches[0].clone()], &stop, &mut |_| {}).unwrap();
+        let relu2 = |c: &Calibrator| {
+            let r = c.ranges(&g, &qa).unwrap();
+            r.into_iter().find(|r| r.point == "relu2.fq").unwrap()
+        };
+        assert_eq!(relu2(&sub), relu2(&one));
+        assert_ne!(relu2(&sub), relu2(&ca));
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn ptq(
 
 /// Quantizing starts from a float model: one that already holds fake quantizers (a PTQ or QAT
 /// output) is refused with a message saying so, rather than failing later on a missing range.
-fn reject_quantized(g: &Graph) -> Result<(), QuantError> {
+pub(crate) fn reject_quantized(g: &Graph) -> Result<(), QuantError> {
     match g
         .nodes
         .iter()

@@ -2,7 +2,8 @@
 //! split into chunks of images that rayon processes in parallel. Each worker thread keeps its
 //! slot buffers and scratch between calls (nothing is allocated per call once warm); within a
 //! chunk the steps run in order on the calling thread, and when the whole batch is a single
-//! chunk the GEMMs may use the pool instead.
+//! chunk the GEMMs may use the pool instead. The profiler (`super::profile`) runs a whole batch
+//! as one chunk with a [`StepTimer`] told as each step ends; the normal path passes `()`.
 //!
 //! Elementwise steps reproduce the fake-quant simulation's float arithmetic exactly:
 //! dequantization is `(u − zp) · s` in f32 (the simulation's `(q − zp) · scale`), quantization
@@ -52,6 +53,22 @@ struct Workspace {
 
 thread_local! {
     static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Told when each step of a chunk finishes (the profiler's clock). The normal path passes `()`,
+/// whose empty inlined method compiles away: `run` carries no timing overhead.
+pub(super) trait StepTimer {
+    /// Called once before the first step.
+    fn start(&mut self);
+    /// Called after step `step` (its index in the program) has run.
+    fn done(&mut self, step: usize);
+}
+
+impl StepTimer for () {
+    #[inline(always)]
+    fn start(&mut self) {}
+    #[inline(always)]
+    fn done(&mut self, _: usize) {}
 }
 
 #[inline]
@@ -151,14 +168,7 @@ impl Engine {
         } else {
             Parallelism::Sequential
         };
-        let work = |(xc, oc): (&[f32], &mut [f32])| {
-            WORKSPACE.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut ws) => self.run_chunk(&mut ws, xc, oc, par),
-                // Re-entered through rayon work stealing while this thread's workspace is in
-                // use (a GEMM waiting on the pool): use a fresh one.
-                Err(_) => self.run_chunk(&mut Workspace::default(), xc, oc, par),
-            })
-        };
+        let work = |(xc, oc): (&[f32], &mut [f32])| self.with_workspace(xc, oc, par, &mut ());
         if n <= chunk {
             work((x, out))
         } else {
@@ -168,12 +178,49 @@ impl Engine {
         }
     }
 
-    fn run_chunk(
+    /// Runs all `n` images as one chunk on the calling thread (the GEMMs may use the pool, as
+    /// for a batch that fits one chunk), telling `timer` when each step ends. For profiling:
+    /// the step times then add up to the run's.
+    pub(super) fn run_one_chunk<T: StepTimer>(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        timer: &mut T,
+    ) -> Result<(), RuntimeError> {
+        let (ie, oe) = self.io_elems();
+        if n.checked_mul(ie) != Some(x.len()) || n.checked_mul(oe) != Some(out.len()) {
+            return Err(invalid("input or output buffer has the wrong length"));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.with_workspace(x, out, Parallelism::Rayon, timer)
+    }
+
+    /// [`Engine::run_chunk`] on this thread's workspace.
+    fn with_workspace<T: StepTimer>(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        par: Parallelism,
+        timer: &mut T,
+    ) -> Result<(), RuntimeError> {
+        WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut ws) => self.run_chunk(&mut ws, x, out, par, timer),
+            // Re-entered through rayon work stealing while this thread's workspace is in
+            // use (a GEMM waiting on the pool): use a fresh one.
+            Err(_) => self.run_chunk(&mut Workspace::default(), x, out, par, timer),
+        })
+    }
+
+    fn run_chunk<T: StepTimer>(
         &self,
         ws: &mut Workspace,
         x: &[f32],
         out: &mut [f32],
         par: Parallelism,
+        timer: &mut T,
     ) -> Result<(), RuntimeError> {
         let nb = x.len() / self.dims[0].elems();
         let slots = self.kinds.len();
@@ -181,7 +228,8 @@ impl Engine {
             ws.u8s.resize_with(slots, Vec::new);
             ws.f32s.resize_with(slots, Vec::new);
         }
-        for op in &self.ops {
+        timer.start();
+        for (i, op) in self.ops.iter().enumerate() {
             let step = match op {
                 Op::Step(s) | Op::Pool { step: s, .. } => s,
             };
@@ -210,6 +258,7 @@ impl Engine {
                 SlotKind::F32 => ws.f32s[dst] = df,
             }
             res?;
+            timer.done(i);
         }
         let o = if self.output == 0 {
             x

@@ -35,12 +35,14 @@ pub mod error;
 pub mod eval;
 pub mod layer;
 pub mod nhwc;
+pub mod profile;
 pub mod spec;
 pub mod store;
 
 pub use convert::ConvertOptions;
 pub use error::RuntimeError;
 pub use eval::evaluate;
+pub use profile::{Profile, StepTime};
 pub use spec::{ModelSpec, Requantization, WeightStorage};
 pub use store::{TensorData, is_bundle};
 

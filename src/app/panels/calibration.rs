@@ -63,13 +63,18 @@ impl CalibrationPanel {
         egui::Grid::new("calib_form").num_columns(2).show(ui, |ui| {
             ui.label("Activation observer");
             let choices = observer_choices();
-            egui::ComboBox::from_id_salt("calib_observer")
+            let combo = egui::ComboBox::from_id_salt("calib_observer")
                 .selected_text(observer_label(&choices[self.observer.min(4)]))
                 .show_ui(ui, |ui| {
                     for (i, o) in choices.iter().enumerate() {
                         ui.selectable_value(&mut self.observer, i, observer_label(o));
                     }
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "activation observer".into(),
+            );
             ui.end_row();
             if matches!(
                 self.observer(),
@@ -87,13 +92,18 @@ impl CalibrationPanel {
                 ui.end_row();
             }
             ui.label("Weights");
-            egui::ComboBox::from_id_salt("calib_gran")
+            let combo = egui::ComboBox::from_id_salt("calib_gran")
                 .selected_text(granularity_label(self.granularity))
                 .show_ui(ui, |ui| {
                     for g in [Granularity::PerChannel, Granularity::PerTensor] {
                         ui.selectable_value(&mut self.granularity, g, granularity_label(g));
                     }
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "weight granularity".into(),
+            );
             ui.end_row();
             ui.label("Calibration images");
             ui.add(

@@ -258,7 +258,7 @@ impl LayersPanel {
                     for (label, by, tip) in headers {
                         h.col(|ui| {
                             let arrow = if self.sort == by && by != SortBy::Order {
-                                if self.descending { " ⏷" } else { " ⏶" }
+                                if self.descending { " v" } else { " ^" }
                             } else {
                                 ""
                             };
@@ -311,7 +311,14 @@ impl LayersPanel {
                                 }
                             });
                             row.col(|ui| {
-                                ui.label(&r.s.name).on_hover_text(&r.s.name);
+                                let on = selected.as_deref() == Some(name.as_str());
+                                if ui
+                                    .selectable_label(on, &r.s.name)
+                                    .on_hover_text(format!("{}: select it everywhere", r.s.name))
+                                    .clicked()
+                                {
+                                    out.push(Command::Plan(PlanCommand::Select(name.clone())));
+                                }
                             });
                             row.col(|ui| {
                                 if view.unsupported.contains(&r.s.name) {
@@ -408,7 +415,7 @@ impl LayersPanel {
         let Some(plan) = &cx.ws.plan else { return };
         ui.horizontal_wrapped(|ui| {
             let p = self.bulk.get_or_insert(Precision::Int8);
-            egui::ComboBox::from_id_salt("bulk_precision")
+            let combo = egui::ComboBox::from_id_salt("bulk_precision")
                 .width(60.0)
                 .selected_text(p.name())
                 .show_ui(ui, |ui| {
@@ -416,6 +423,11 @@ impl LayersPanel {
                         ui.selectable_value(p, c, c.name());
                     }
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "bulk precision".into(),
+            );
             let p = *p;
             if ui
                 .button("Set all")

@@ -201,13 +201,18 @@ impl SensitivityPanel {
             ui.label("Keep the");
             ui.add(egui::DragValue::new(&mut self.keep_n).range(0..=order.len().max(1)));
             ui.label("most sensitive layers at");
-            egui::ComboBox::from_id_salt("keep_at")
+            let combo = egui::ComboBox::from_id_salt("keep_at")
                 .selected_text(self.keep_at.name())
                 .show_ui(ui, |ui| {
                     for p in [Precision::Int8, Precision::Fp16, Precision::Fp32] {
                         ui.selectable_value(&mut self.keep_at, p, p.name());
                     }
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "keep at precision".into(),
+            );
             ui.label(format!("and the rest at {}", settings.label()));
             let ready = !sw.rows.is_empty() && !running;
             let r = ui.add_enabled(ready, egui::Button::new("Write plan"));

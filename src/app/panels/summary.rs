@@ -89,7 +89,7 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
             None => {}
         }
         let can_measure = current && !ws.latency_running;
-        let r = ui.add_enabled(can_measure, egui::Button::new("⏱ Measure"));
+        let r = ui.add_enabled(can_measure, egui::Button::new("Measure latency"));
         if !can_measure {
             r.on_disabled_hover_text(if ws.latency_running {
                 "a latency measurement is running"
