@@ -7,7 +7,7 @@
 
 use super::commands::with_model_extension;
 use super::qat_run::{
-    QatCommand, QatInputs, QatPhase, QatRequest, QatRun, QatTaskResult, is_fake_quant,
+    QatCommand, QatInputs, QatPhase, QatPrecision, QatRequest, QatRun, QatTaskResult, is_fake_quant,
 };
 use super::state::{Live, Loadable, ModelOrigin, Outcome, Pick, check_fit};
 use super::studio::{CentralTab, StudioApp};
@@ -112,6 +112,19 @@ impl StudioApp {
         }
         .or_else(|| model.meta.arch.clone())
         .unwrap_or_else(|| model.graph.name.clone());
+        // "The current plan" starts from the workspace's calibrated plan, as it is on screen.
+        let plan = match req.precision {
+            QatPrecision::Plan => match self.ws.current_eval() {
+                Some(ev) => Some(ev.eval.ptq.plan.clone()),
+                None => {
+                    self.live.error(
+                        "cannot start QAT from the current plan: it is still being calibrated",
+                    );
+                    return;
+                }
+            },
+            _ => None,
+        };
         let command = req.cli_equivalent(view.path(), &self.live.data.dir);
         let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
         let checkpoint = checkpoint_path(id, &format!("{name}-{}", req.precision.name()));
@@ -133,7 +146,7 @@ impl StudioApp {
                         _ => train,
                     };
                     Ok(Box::new(QatInputs {
-                        spec: req.spec(&model, command, Some(checkpoint)),
+                        spec: req.spec(&model, command, Some(checkpoint), plan),
                         train,
                         test,
                     }))

@@ -201,10 +201,17 @@ impl QatPanel {
                     ui.end_row();
                 });
         });
+        let start = if self.precision == QatPrecision::Plan {
+            "starts from the current plan as calibrated (layers table, Calibration tab)".to_string()
+        } else {
+            format!(
+                "PTQ start from {} calibration images",
+                format::thousands(CALIB_SAMPLES as u64)
+            )
+        };
         ui.weak(format!(
-            "PTQ start from {} calibration images · batch {BATCH} · AdamW, cosine decay · \
-             fake-quant test accuracy after each epoch · best epoch kept as a checkpoint",
-            format::thousands(CALIB_SAMPLES as u64)
+            "{start} · batch {BATCH} · AdamW, cosine decay · fake-quant test accuracy after \
+             each epoch · best epoch kept as a checkpoint"
         ));
     }
 }
@@ -388,11 +395,18 @@ fn accuracy_summary(ui: &mut egui::Ui, run: &QatRun) {
         ui.weak("No test set fits the model: accuracies are not measured.");
     }
     if let Some(s) = &run.start {
-        ui.weak(format!(
-            "{} quantizers, PTQ ranges from {} training images.",
-            s.quantizers,
-            format::thousands(s.calib_images as u64)
-        ));
+        ui.weak(if s.calib_images == 0 {
+            format!(
+                "{} quantizers, starting from the plan's calibrated ranges.",
+                s.quantizers
+            )
+        } else {
+            format!(
+                "{} quantizers, PTQ ranges from {} training images.",
+                s.quantizers,
+                format::thousands(s.calib_images as u64)
+            )
+        });
     }
 }
 

@@ -35,10 +35,17 @@ pub enum QatPrecision {
     W4A8,
     /// int4 weights and activations.
     W4A4,
+    /// The studio's current plan (layers table, Calibration) with its calibrated ranges.
+    Plan,
 }
 
 impl QatPrecision {
-    pub const ALL: [QatPrecision; 3] = [QatPrecision::Int8, QatPrecision::W4A8, QatPrecision::W4A4];
+    pub const ALL: [QatPrecision; 4] = [
+        QatPrecision::Plan,
+        QatPrecision::Int8,
+        QatPrecision::W4A8,
+        QatPrecision::W4A4,
+    ];
 
     /// Short name, also used in file names.
     pub fn name(self) -> &'static str {
@@ -46,6 +53,7 @@ impl QatPrecision {
             QatPrecision::Int8 => "int8",
             QatPrecision::W4A8 => "w4a8",
             QatPrecision::W4A4 => "w4a4",
+            QatPrecision::Plan => "plan",
         }
     }
 
@@ -55,13 +63,14 @@ impl QatPrecision {
             QatPrecision::Int8 => "int8 (W8A8)",
             QatPrecision::W4A8 => "W4A8: int4 weights, int8 activations",
             QatPrecision::W4A4 => "W4A4: int4 weights and activations",
+            QatPrecision::Plan => "the current plan, from its calibrated ranges",
         }
     }
 
     /// The plan `qatlas qat --precision .. [--activations int4]` would use for `g`.
     pub fn plan(self, g: &Graph) -> QuantPlan {
         let weights = match self {
-            QatPrecision::Int8 => Precision::Int8,
+            QatPrecision::Int8 | QatPrecision::Plan => Precision::Int8,
             QatPrecision::W4A8 | QatPrecision::W4A4 => Precision::Int4,
         };
         let mut plan = QuantPlan::default_for(g, weights);
@@ -79,6 +88,7 @@ impl QatPrecision {
             QatPrecision::Int8 => "--precision int8",
             QatPrecision::W4A8 => "--precision int4",
             QatPrecision::W4A4 => "--precision int4 --activations int4",
+            QatPrecision::Plan => "--plan plan.ron",
         }
     }
 }
@@ -120,11 +130,22 @@ impl QatRequest {
     }
 
     /// The job's specification for the float `model` (clones it: call on a worker thread).
-    pub fn spec(&self, model: &Model, command: String, checkpoint: Option<PathBuf>) -> QatSpec {
+    /// `plan` is the studio's calibrated plan, used when the precision is
+    /// [`QatPrecision::Plan`].
+    pub fn spec(
+        &self,
+        model: &Model,
+        command: String,
+        checkpoint: Option<PathBuf>,
+        plan: Option<QuantPlan>,
+    ) -> QatSpec {
         let mut model = model.clone();
         model.meta.command = Some(command);
         QatSpec {
-            plan: self.precision.plan(&model.graph),
+            plan: match (self.precision, plan) {
+                (QatPrecision::Plan, Some(p)) => p,
+                (p, _) => p.plan(&model.graph),
+            },
             model,
             opts: QatOptions {
                 lsq: self.lsq,

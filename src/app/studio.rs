@@ -579,16 +579,13 @@ impl StudioApp {
             panel.show(ui, |ui| layers.ui(ui, &mut cx));
             egui::CentralPanel::default().show(ui, |ui| {
                 ui.add_space(4.0);
-                egui::ScrollArea::horizontal()
-                    .id_salt("tab_bar")
-                    .show(ui, |ui| {
-                        ui.horizontal(|ui| {
-                            for (tab, name) in CentralTab::ALL {
-                                let text = egui::RichText::new(name).strong();
-                                ui.selectable_value(central, tab, text);
-                            }
-                        });
-                    });
+                // Tabs wrap onto a second line in a narrow window rather than clip.
+                ui.horizontal_wrapped(|ui| {
+                    for (tab, name) in CentralTab::ALL {
+                        let text = egui::RichText::new(name).strong();
+                        ui.selectable_value(central, tab, text);
+                    }
+                });
                 ui.separator();
                 match central {
                     CentralTab::Data => {

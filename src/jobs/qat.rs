@@ -187,18 +187,30 @@ pub fn run_qat(
             (spec.model.graph.clone(), st.clone(), template, 0)
         }
         None => {
-            let n = spec.calib_samples.min(train.len()).max(1);
-            let calib = train.clone().limit(n);
-            let batches = Loader::new(&calib, &norm, 256, None, false).map(|(x, _)| x);
-            let stop = AtomicBool::new(false);
-            let q = prepare_qat(
-                &spec.model.graph,
-                &spec.plan,
-                batches,
-                &stop,
-                &mut |_| {},
-                &spec.opts,
-            )?;
+            // A plan that carries calibrated ranges (the studio's Calibration, a plan file
+            // from `qatlas ptq`) is the starting point as it is; otherwise calibrate now.
+            let (q, n) = if spec.plan.ranges.is_empty() {
+                let n = spec.calib_samples.min(train.len()).max(1);
+                let calib = train.clone().limit(n);
+                let batches = Loader::new(&calib, &norm, 256, None, false).map(|(x, _)| x);
+                let stop = AtomicBool::new(false);
+                let q = prepare_qat(
+                    &spec.model.graph,
+                    &spec.plan,
+                    batches,
+                    &stop,
+                    &mut |_| {},
+                    &spec.opts,
+                )?;
+                (q, n)
+            } else {
+                let q = crate::quant::qat::prepare_qat_from_ranges(
+                    &spec.model.graph,
+                    &spec.plan,
+                    &spec.opts,
+                )?;
+                (q, 0)
+            };
             let state = QatState {
                 plan: q.plan.clone(),
                 lsq: spec.opts.lsq,

@@ -99,6 +99,33 @@ pub fn prepare_qat(
     })
 }
 
+/// [`prepare_qat`] from a plan whose activation ranges are already frozen (the studio's
+/// calibrated plan, or a plan file written by `qatlas ptq --out plan.ron`): no calibration pass;
+/// weight ranges are recomputed from the weights. Errors name a point whose range is missing.
+pub fn prepare_qat_from_ranges(
+    g: &Graph,
+    plan: &QuantPlan,
+    opts: &QatOptions,
+) -> Result<QatPrepared, QuantError> {
+    super::reject_quantized(g)?;
+    let (folded, fold) = super::fold_batchnorm(g)?;
+    let points = super::plan_points(&folded, plan)?;
+    let weights = super::Calibrator::new(&[]).ranges_of_weights(&folded, &points)?;
+    let mut ranges = plan.ranges.clone();
+    ranges.retain(|r| !weights.iter().any(|w| w.point == r.point));
+    ranges.extend(weights);
+    let prepared = super::prepare(&folded, &points, &ranges)?;
+    let graph = training_graph(g, &prepared, &fold, &ranges, opts)?;
+    let mut plan = plan.clone();
+    plan.ranges = ranges;
+    Ok(QatPrepared {
+        graph,
+        ptq: prepared,
+        plan,
+        fold,
+    })
+}
+
 /// Values of one un-folded layer in the training graph.
 #[derive(Clone, Copy)]
 struct Unfolded {

@@ -11,7 +11,7 @@ use crate::app::workspace::{PlanCommand, RangeView};
 use crate::jobs::analysis::TensorRole;
 use crate::quant::plan::Granularity;
 use eframe::egui::{self, Color32, RichText};
-use egui_plot::{Bar, BarChart, Plot, Span, VLine};
+use egui_plot::{Bar, BarChart, Plot, PlotPoint, Span, VLine};
 use serde::{Deserialize, Serialize};
 
 const RANGE: Color32 = Color32::from_rgb(230, 160, 40);
@@ -196,25 +196,24 @@ impl HistogramsPanel {
                 let c = if dragging.is_some() { DRAG } else { RANGE };
                 p.vline(VLine::new("range", lo as f64).color(c).width(2.0));
                 p.vline(VLine::new("range", hi as f64).color(c).width(2.0));
+                // Which bound (if any) lies within 8 points of a screen x.
+                let line_x = |x: f32| p.screen_from_plot(PlotPoint::new(x as f64, 0.0)).x;
+                let near = |sx: f32, x: f32| (line_x(x) - sx).abs() < 8.0;
+                if r.drag_started()
+                    && let Some(origin) = p.ctx().input(|i| i.pointer.press_origin())
+                    && (near(origin.x, lo) || near(origin.x, hi))
+                {
+                    // The nearer bound is held.
+                    let hold_hi = (line_x(hi) - origin.x).abs() < (line_x(lo) - origin.x).abs();
+                    new_drag = Some(Drag {
+                        layer: layer.to_string(),
+                        role,
+                        lo,
+                        hi,
+                        holding_hi: Some(hold_hi),
+                    });
+                }
                 if let Some(pt) = p.pointer_coordinate() {
-                    let near = |x: f32| {
-                        let a = p
-                            .screen_from_plot(egui_plot::PlotPoint::new(x as f64, 0.0))
-                            .x;
-                        let b = p.screen_from_plot(pt).x;
-                        (a - b).abs() < 8.0
-                    };
-                    if r.drag_started() && (near(lo) || near(hi)) {
-                        new_drag = Some(Drag {
-                            layer: layer.to_string(),
-                            role,
-                            lo,
-                            hi,
-                            holding_hi: Some(
-                                near(hi) && !near(lo) || (near(hi) && pt.x > lo as f64),
-                            ),
-                        });
-                    }
                     if r.dragged()
                         && let Some(d) = new_drag.as_mut().filter(|d| d.role == role)
                     {
@@ -224,7 +223,8 @@ impl HistogramsPanel {
                             None => {}
                         }
                     }
-                    if near(lo) || near(hi) {
+                    let sx = p.screen_from_plot(pt).x;
+                    if near(sx, lo) || near(sx, hi) {
                         p.ctx().set_cursor_icon(egui::CursorIcon::ResizeHorizontal);
                     }
                 }

@@ -212,16 +212,13 @@ impl LayersPanel {
                 ("", SortBy::Order, "check rows for bulk edits"),
                 ("Layer", SortBy::Name, "node name (click a header to sort)"),
                 ("Op", SortBy::Op, "operation"),
-                ("Output", SortBy::Order, "output shape per image"),
-                ("Params", SortBy::Params, "trainable parameters"),
-                ("MACs", SortBy::Macs, "multiply-accumulates per image"),
+                ("W", SortBy::Order, "weight precision"),
+                ("A", SortBy::Order, "activation precision"),
                 (
                     "Bytes",
                     SortBy::Bytes,
                     "weight bytes as the plan stores them",
                 ),
-                ("W", SortBy::Order, "weight precision"),
-                ("A", SortBy::Order, "activation precision"),
                 (
                     "SQNR",
                     SortBy::Sqnr,
@@ -242,6 +239,9 @@ impl LayersPanel {
                     SortBy::Latency,
                     "measured time per image on the integer runtime",
                 ),
+                ("Output", SortBy::Order, "output shape per image"),
+                ("Params", SortBy::Params, "trainable parameters"),
+                ("MACs", SortBy::Macs, "multiply-accumulates per image"),
                 (
                     "Gran.",
                     SortBy::Order,
@@ -331,28 +331,6 @@ impl LayersPanel {
                                     ui.label(&r.s.op);
                                 }
                             });
-                            row.col(|ui| {
-                                ui.label(format::shape(&r.s.output_shape));
-                            });
-                            row.col(|ui| {
-                                ui.label(if r.s.params > 0 {
-                                    format::si(r.s.params as u64)
-                                } else {
-                                    String::new()
-                                });
-                            });
-                            row.col(|ui| {
-                                ui.label(if r.s.macs > 0 {
-                                    format::si(r.s.macs)
-                                } else {
-                                    String::new()
-                                });
-                            });
-                            row.col(|ui| {
-                                if let Some(b) = r.bytes {
-                                    ui.label(widgets::value(widgets::bytes(b), current));
-                                }
-                            });
                             match r.plan {
                                 Some(p) => precision_selectors(&mut row, p, &mut out),
                                 None => {
@@ -365,6 +343,11 @@ impl LayersPanel {
                                     row.col(|_| {});
                                 }
                             }
+                            row.col(|ui| {
+                                if let Some(b) = r.bytes {
+                                    ui.label(widgets::value(widgets::bytes(b), current));
+                                }
+                            });
                             row.col(|ui| {
                                 if let Some(s) = r.sqnr {
                                     ui.label(widgets::value(format!("{s:.1}"), current));
@@ -391,6 +374,23 @@ impl LayersPanel {
                                 if let Some(us) = r.latency_us {
                                     ui.label(widgets::value(widgets::micros(us), lat_current));
                                 }
+                            });
+                            row.col(|ui| {
+                                ui.label(format::shape(&r.s.output_shape));
+                            });
+                            row.col(|ui| {
+                                ui.label(if r.s.params > 0 {
+                                    format::si(r.s.params as u64)
+                                } else {
+                                    String::new()
+                                });
+                            });
+                            row.col(|ui| {
+                                ui.label(if r.s.macs > 0 {
+                                    format::si(r.s.macs)
+                                } else {
+                                    String::new()
+                                });
                             });
                             match r.plan {
                                 Some(p) => setting_selectors(&mut row, p, &mut out),

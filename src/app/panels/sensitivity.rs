@@ -47,21 +47,33 @@ impl SensitivityPanel {
         }
         let running = ws.sweep.running;
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::from_label("mode")
+            ui.label("Mode");
+            let combo = egui::ComboBox::from_id_salt("sweep_mode")
                 .selected_text(mode_label(self.form.mode))
                 .show_ui(ui, |ui| {
                     for m in [SweepMode::Only, SweepMode::AllBut, SweepMode::Both] {
                         ui.selectable_value(&mut self.form.mode, m, mode_label(m));
                     }
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "sweep mode".into(),
+            );
             let mut prec = (self.form.weights, self.form.a4);
-            egui::ComboBox::from_label("precision")
+            ui.label("precision");
+            let combo = egui::ComboBox::from_id_salt("sweep_precision")
                 .selected_text(self.form.label())
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut prec, (Precision::Int8, false), "int8");
                     ui.selectable_value(&mut prec, (Precision::Int4, false), "int4 weights");
                     ui.selectable_value(&mut prec, (Precision::Int4, true), "W4A4");
                 });
+            crate::app::panels::widgets::accessible_name(
+                &combo.response,
+                egui::Role::ComboBox,
+                "sweep precision".into(),
+            );
             (self.form.weights, self.form.a4) = prec;
             ui.label("images");
             ui.add(
@@ -123,7 +135,7 @@ impl SensitivityPanel {
             let sel = ws.selected.as_deref() == Some(name.as_str());
             let stroke = |b: Bar| {
                 if sel {
-                    b.stroke(egui::Stroke::new(2.0, Color32::WHITE))
+                    b.fill(Color32::from_rgb(250, 220, 90))
                 } else {
                     b
                 }
