@@ -8,8 +8,8 @@
 #![cfg(feature = "gui")]
 
 use qatlas::app::StudioApp;
-use qatlas::app::bench_panel::BenchPanel;
 use qatlas::app::bench_run::BenchCommand;
+use qatlas::app::panels::bench::BenchPanel;
 use qatlas::app::qat_run::{QatCommand, QatPhase, QatPrecision, QatRequest};
 use qatlas::app::state::FrameCtx;
 use qatlas::app::state::{Command, Loadable, ModelOrigin, RunPhase, TrainRequest};

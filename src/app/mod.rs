@@ -1,33 +1,30 @@
-//! The studio window (cargo feature `gui`): an eframe/egui application over the library. It opens
-//! a model, shows its layers and stored training curves, evaluates it on the test set and trains
-//! a fresh one with live curves, then saves the result.
+//! The studio window (cargo feature `gui`): an eframe/egui application over the library, laid
+//! out as the quantization workflow: the layers table with per-layer precision on the left, the
+//! summary strip on top, the workflow tabs in the centre (see `ARCHITECTURE.md`).
 //!
-//! Structure, after egui's demo app: one struct per panel ([`TopBar`](top_bar::TopBar),
-//! [`ModelPanel`](model_panel::ModelPanel), [`ActionsPanel`](actions::ActionsPanel),
-//! [`CurvesPanel`](curves::CurvesPanel), the QAT and Benchmarks tabs); persisted state ([`StudioState`]) apart from live
-//! handles ([`state::Live`]); panels send typed [`state::Command`]s, applied at the end of the
-//! frame. The UI thread never computes tensors or blocks: models, datasets, training,
-//! evaluation, saving and file dialogs all run on worker threads ([`crate::jobs`] and the
-//! one-shot [`task::Task`]) that wake the UI through an injected waker. Nothing outside `app`
-//! depends on this module.
+//! Structure, after egui's demo app and rerun: the [`workspace::Workspace`] holds the plan and
+//! its cached analysis results and knows no egui; [`state`] holds the live handles, settings,
+//! [`state::Command`] and the per-frame [`state::FrameCtx`]; one file per panel in [`panels`]
+//! reads the context and sends typed commands, applied at the end of the frame ([`commands`],
+//! [`qat_control`], [`bench_control`]); [`plan_jobs`] bridges the workspace and its background
+//! jobs. The UI thread never computes tensors or blocks: models, datasets, training, evaluation,
+//! calibration, sweeps, latency, saving and file dialogs all run on worker threads
+//! ([`crate::jobs`] and the one-shot [`task::Task`]) that wake the UI through an injected
+//! waker. No import circles among these files; nothing outside `app` depends on this module.
 
-pub mod actions;
-pub mod bench_panel;
+pub mod bench_control;
 pub mod bench_run;
 pub mod commands;
-pub mod curves;
 pub mod format;
-pub mod model_panel;
+pub mod frame_times;
 pub mod panels;
 pub mod plan_jobs;
 pub mod progress;
 pub mod qat_control;
-pub mod qat_panel;
 pub mod qat_run;
 pub mod state;
 pub mod studio;
 pub mod task;
-pub mod top_bar;
 pub mod workspace;
 
 pub use studio::{StudioApp, StudioState};

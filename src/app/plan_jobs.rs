@@ -4,13 +4,13 @@
 //! back into the workspace within the frame. Evaluation requests carry a cancel flag: a new
 //! edit cancels the evaluation in flight. Nothing here computes tensors or blocks.
 
-use super::workspace::{Effect, Workspace};
+use super::workspace::{Effect, Tagged, Workspace};
 use crate::analysis::sensitivity::{SensitivityCache, SweepConfig};
 use crate::bench::latency::LatencyConfig;
 use crate::data::Dataset;
 use crate::io::Model;
 use crate::jobs::analysis::{CancelSlot, PlanData, PlanEvent, PlanRequest, PlanWorker};
-use crate::jobs::{Job, JobEvent, Waker};
+use crate::jobs::{IntegerCheck, Job, JobEvent, Waker};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,7 +129,7 @@ impl PlanJobs {
                         j.stop();
                     }
                 }
-                Effect::Latency => self.latency(ws, waker),
+                Effect::Latency => self.latency(ws, inp, waker),
                 Effect::Range {
                     layer,
                     role,
@@ -165,6 +165,11 @@ impl PlanJobs {
             }
         };
         self.deferred = false;
+        // A latency measurement of the previous plan would compete for the cores.
+        if let Some((_, j)) = self.latency.take() {
+            j.stop();
+            ws.latency_running = false;
+        }
         // The worker first: starting one cancels what was in flight for the previous model.
         if let Err(msg) = self.worker(inp, waker) {
             ws.eval_error = Some(msg);
@@ -191,8 +196,13 @@ impl PlanJobs {
         }
     }
 
-    fn latency(&mut self, ws: &mut Workspace, waker: &Waker) {
+    fn latency(&mut self, ws: &mut Workspace, inp: &Inputs<'_>, waker: &Waker) {
         let Some(ev) = ws.current_eval() else { return };
+        let check = Self::plan_data(ws, inp).ok().map(|d| IntegerCheck {
+            data: d.eval,
+            norm: d.norm,
+            samples: d.eval_samples,
+        });
         if let Some((_, j)) = self.latency.take() {
             j.stop();
         }
@@ -201,7 +211,7 @@ impl PlanJobs {
             repeats: 15,
             min_seconds: 0.05,
         };
-        match Job::latency(ev.eval.clone(), cfg, waker.clone()) {
+        match Job::latency(ev.eval.clone(), cfg, check, waker.clone()) {
             Ok(j) => {
                 self.latency = Some((ws.rev, j));
                 ws.latency_running = true;
@@ -272,14 +282,16 @@ impl PlanJobs {
             let rev = *rev;
             let ended = j.is_finished();
             for e in j.drain() {
-                if let JobEvent::Latency(r) = e {
-                    match r {
-                        Ok(l) => {
-                            ws.latency = Some(super::workspace::Tagged { rev, value: l });
-                            ws.latency_error = None;
-                        }
-                        Err(msg) => ws.latency_error = Some(msg),
+                match e {
+                    JobEvent::Latency(Ok(l)) => {
+                        ws.latency = Some(Tagged { rev, value: l });
+                        ws.latency_error = None;
                     }
+                    JobEvent::Latency(Err(msg)) => ws.latency_error = Some(msg),
+                    JobEvent::IntegerAccuracy(r) => {
+                        ws.integer = Some(Tagged { rev, value: r });
+                    }
+                    _ => {}
                 }
             }
             if ended {
@@ -310,7 +322,15 @@ impl PlanJobs {
             PlanEvent::Evaluating { .. } => {}
             PlanEvent::Evaluated(ev) => {
                 if let Some(rev) = self.evals.remove(&ev.ticket) {
+                    let (worker_s, recal) = (ev.seconds, ev.recalibrated);
                     effects.extend(ws.on_evaluated(rev, ev, now));
+                    // The logged click-to-screen timing (the what-if target is 1 s).
+                    if let Some(t) = ws.whatif_seconds.last() {
+                        eprintln!(
+                            "what-if: plan revision {rev} on screen {t:.3} s after the change \
+                             (worker {worker_s:.3} s, {recal} observers calibrated)"
+                        );
+                    }
                 }
             }
             PlanEvent::Cancelled { ticket } => {

@@ -5,25 +5,26 @@
 //! evaluating, writing a file, waiting for a file dialog) runs on worker threads that wake the UI
 //! through the injected [`Waker`].
 
-use super::actions::ActionsPanel;
-use super::bench_panel::BenchPanel;
-use super::curves::CurvesPanel;
-use super::model_panel::ModelPanel;
+use super::frame_times::FrameTimes;
+use super::panels::bench::BenchPanel;
 use super::panels::calibration::CalibrationPanel;
+use super::panels::curves::CurvesPanel;
 use super::panels::data::DataPanel;
 use super::panels::histograms::HistogramsPanel;
 use super::panels::layers::LayersPanel;
+use super::panels::model::ModelPanel;
+use super::panels::qat::QatPanel;
 use super::panels::sensitivity::SensitivityPanel;
 use super::panels::summary;
+use super::panels::top_bar::TopBar;
+use super::panels::training::ActionsPanel;
 use super::plan_jobs::{Inputs, PlanJobs};
-use super::qat_panel::QatPanel;
 use super::qat_run::QatCommand;
 use super::state::{
     Command, FrameCtx, Live, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome, Pick, RunPhase,
     Settings, SplitKind,
 };
 use super::task::Polled;
-use super::top_bar::TopBar;
 use super::workspace::{Effect, Workspace};
 use crate::cli::common::{GuiArgs, default_data_dir, default_model};
 use crate::io::Model;
@@ -624,42 +625,6 @@ const LAYERS_WIDTH: f32 = 560.0;
 
 /// A file dialog that returns "cancelled" faster than this never showed.
 const NO_DIALOG_SECONDS: f64 = 0.4;
-
-/// The last frames' times, for a p99 in the status bar.
-#[derive(Default)]
-pub struct FrameTimes {
-    times: VecDeque<Duration>,
-    seen: usize,
-}
-
-impl FrameTimes {
-    const KEEP: usize = 600;
-    /// Start-up frames (font atlas, first layout) are not what a user feels while working.
-    const SKIP: usize = 10;
-
-    /// Records one frame.
-    pub fn push(&mut self, d: Duration) {
-        self.seen += 1;
-        if self.seen <= Self::SKIP {
-            return;
-        }
-        if self.times.len() == Self::KEEP {
-            self.times.pop_front();
-        }
-        self.times.push_back(d);
-    }
-
-    /// The 99th percentile of the recorded frames, in ms.
-    pub fn p99_ms(&self) -> Option<f64> {
-        if self.times.is_empty() {
-            return None;
-        }
-        let mut v: Vec<Duration> = self.times.iter().copied().collect();
-        v.sort();
-        let i = ((v.len() - 1) as f64 * 0.99).round() as usize;
-        Some(v[i].as_secs_f64() * 1000.0)
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -206,6 +206,8 @@ pub struct Workspace {
     pub sweep: SweepView,
     pub latency: Option<Tagged<Arc<PlanLatency>>>,
     pub latency_running: bool,
+    /// Accuracy and images of the plan converted to the integer runtime (or why not).
+    pub integer: Option<Tagged<Result<(f64, usize), String>>>,
     pub latency_error: Option<String>,
     /// The clip-range what-if of the histogram drag.
     pub range: Option<RangeView>,

@@ -10,7 +10,7 @@ pub mod sweep;
 
 pub use analysis::{PlanEvent, PlanRequest, PlanWorker};
 pub use qat::{QatEvent, QatOutcome, QatSpec, run_qat};
-pub use sweep::SweepDone;
+pub use sweep::{IntegerCheck, SweepDone};
 
 use crate::data::{Dataset, Normalization};
 use crate::io::Model;
@@ -43,6 +43,8 @@ pub enum JobEvent {
     SweepDone(SweepDone),
     /// Per-layer latency of a plan on the integer runtime (or why it could not be measured).
     Latency(Result<Arc<crate::bench::latency::PlanLatency>, String>),
+    /// Accuracy and images of a plan converted to the integer runtime.
+    IntegerAccuracy(Result<(f64, usize), String>),
     /// The job stopped with an error (already formatted for a person).
     Failed(String),
 }

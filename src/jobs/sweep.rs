@@ -10,8 +10,10 @@ use crate::analysis::sensitivity::{
 use crate::analysis::whatif::PlanEval;
 use crate::bench::latency::{LatencyConfig, PlanLatency, plan_latency};
 use crate::data::{Dataset, Normalization};
+use crate::graph::Graph;
 use crate::io::Model;
 use crate::quant::QuantPlan;
+use crate::runtime::{ConvertOptions, IntModel, evaluate as runtime_evaluate};
 use std::sync::Arc;
 
 /// The end of a sensitivity sweep.
@@ -59,13 +61,45 @@ impl Job {
     }
 
     /// Measures the per-layer latency of an evaluated plan (its fake-quant graph against the
-    /// BN-folded float graph) on the integer runtime ([`plan_latency`]); ends with [`JobEvent::Latency`].
-    pub fn latency(eval: Arc<PlanEval>, cfg: LatencyConfig, waker: Waker) -> std::io::Result<Job> {
+    /// BN-folded float graph) on the integer runtime ([`plan_latency`]); ends with
+    /// [`JobEvent::Latency`]. Then, with `check`, the accuracy of the converted integer model
+    /// on the first images of that data ([`JobEvent::IntegerAccuracy`]): the number the
+    /// simulation promises.
+    pub fn latency(
+        eval: Arc<PlanEval>,
+        cfg: LatencyConfig,
+        check: Option<IntegerCheck>,
+        waker: Waker,
+    ) -> std::io::Result<Job> {
         Job::spawn("qatlas-latency", waker, move |out, control| {
             let (float, prepared) = (&eval.ptq.folded, &eval.ptq.prepared.graph);
             let r: Result<PlanLatency, String> =
                 plan_latency(float, prepared, &cfg, control.stop_flag()).map_err(|e| e.to_string());
             out.send(JobEvent::Latency(r.map(Arc::new)));
+            if let Some(c) = check
+                && !control.stop_requested()
+            {
+                out.send(JobEvent::IntegerAccuracy(integer_accuracy(prepared, &c)));
+            }
         })
     }
+}
+
+/// What the integer-runtime check of a plan measures on.
+#[derive(Clone, Debug)]
+pub struct IntegerCheck {
+    pub data: Arc<Dataset>,
+    pub norm: Normalization,
+    pub samples: usize,
+}
+
+/// Accuracy and image count of the fake-quant graph `prepared` converted to the integer
+/// runtime.
+fn integer_accuracy(prepared: &Graph, c: &IntegerCheck) -> Result<(f64, usize), String> {
+    let m = IntModel::convert(prepared, &ConvertOptions::default())
+        .map_err(|e| format!("cannot convert the plan to the integer runtime: {e}"))?;
+    let n = c.samples.min(c.data.len()).max(1);
+    let ds = (*c.data).clone().limit(n);
+    let r = runtime_evaluate(&m, &ds, &c.norm, 250).map_err(|e| e.to_string())?;
+    Ok((r.accuracy, r.images))
 }

@@ -221,6 +221,6 @@ impl DataPanel {
             }
         });
         ui.separator();
-        crate::app::model_panel::facts(ui, view);
+        super::model::facts(ui, view);
     }
 }

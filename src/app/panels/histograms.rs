@@ -57,10 +57,17 @@ impl HistogramsPanel {
         };
         let current = ws.current_eval().is_some();
         let Some(stats) = ev.stats.iter().find(|s| s.layer == layer) else {
-            ui.label(format!(
-                "'{layer}' is not quantized in the current plan (fp32): it has no grid to show. \
-                 Choose int8/int4 for it in the table."
-            ));
+            ui.label(if ws.layer_plan(&layer).is_some() {
+                format!(
+                    "'{layer}' is not quantized in the current plan (fp32): it has no grid to \
+                     show. Choose int8/int4 for it in the table."
+                )
+            } else {
+                format!(
+                    "'{layer}' has no weights and no quantizer of its own: select a Conv, \
+                     Linear or MatMul layer to see its histograms."
+                )
+            });
             return;
         };
         ui.horizontal(|ui| {

@@ -25,16 +25,17 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
                 let c = &e.eval.comparison;
                 metric(
                     ui,
-                    "Float",
+                    &format!("Float ({} img)", c.images),
                     value(format::percent(c.float_accuracy), current),
                     &format!("float model, {} test images", c.images),
                 );
-                let drop = (c.float_accuracy - c.quantized_accuracy) * 100.0;
+                // "+0.00", not "-0.00", when the plan loses nothing.
+                let drop = (c.float_accuracy - c.quantized_accuracy) * 100.0 + 0.0;
                 metric(
                     ui,
-                    "Plan (simulated)",
+                    "Plan (sim.)",
                     value(
-                        format!("{} ({:+.2} pp)", format::percent(c.quantized_accuracy), -drop),
+                        format!("{} ({:+.2} pp)", format::percent(c.quantized_accuracy), -drop + 0.0),
                         current,
                     ),
                     &format!(
@@ -43,12 +44,29 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
                         e.eval.ptq.calibrator.images()
                     ),
                 );
+                if let Some(t) = &ws.integer {
+                    let fresh = t.rev == ws.rev;
+                    match &t.value {
+                        Ok((acc, n)) => metric(
+                            ui,
+                            "Int runtime",
+                            value(format::percent(*acc), fresh),
+                            &format!(
+                                "the plan converted to qatlas's integer runtime (the bundle `qatlas convert` writes), {n} test images"
+                            ),
+                        ),
+                        Err(e) => {
+                            ui.colored_label(ui.visuals().error_fg_color, "integer runtime: not convertible")
+                                .on_hover_text(e);
+                        }
+                    }
+                }
                 let s = &e.eval.size;
                 metric(
                     ui,
                     "Weights",
                     value(
-                        format!("{} ({:.2}× smaller)", widgets::bytes(s.bytes), s.ratio()),
+                        format!("{} ({:.2}×)", widgets::bytes(s.bytes), s.ratio()),
                         current,
                     ),
                     &format!(
@@ -67,13 +85,12 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
                 let v = &l.value;
                 metric(
                     ui,
-                    "Latency",
+                    "Latency/img",
                     value(
                         format!(
-                            "{} / img ({:.2}× vs float {})",
+                            "{} ({:.2}× float)",
                             widgets::micros(v.int_us),
                             v.ratio,
-                            widgets::micros(v.float_us)
                         ),
                         fresh,
                     ),
@@ -89,7 +106,7 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
             None => {}
         }
         let can_measure = current && !ws.latency_running;
-        let r = ui.add_enabled(can_measure, egui::Button::new("Measure latency"));
+        let r = ui.add_enabled(can_measure, egui::Button::new("Measure"));
         if !can_measure {
             r.on_disabled_hover_text(if ws.latency_running {
                 "a latency measurement is running"
@@ -113,10 +130,8 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
             ui.colored_label(ui.visuals().error_fg_color, e);
         } else if let Some((p50, p90, n)) = ws.whatif_percentiles() {
             ui.weak(format!(
-                "what-if: last {:.2} s · p50 {:.2} s · p90 {:.2} s ({n})",
+                "what-if {:.2} s (p50 {p50:.2}, p90 {p90:.2}, n={n})",
                 ws.whatif_seconds.last().copied().unwrap_or(0.0),
-                p50,
-                p90
             ))
             .on_hover_text("time from a plan change to its accuracy on screen");
         }

@@ -2,8 +2,8 @@
 //! the status line (background work with a spinner, the latest notice, errors in red). Draws
 //! from a [`FrameCtx`] and sends [`Command`]s; it changes no state itself.
 
-use super::qat_run::QatCommand;
-use super::state::{Command, FrameCtx, Level, ModelOrigin, Pick};
+use crate::app::qat_run::QatCommand;
+use crate::app::state::{Command, FrameCtx, Level, ModelOrigin, Pick};
 use eframe::egui::{self, RichText};
 use serde::{Deserialize, Serialize};
 

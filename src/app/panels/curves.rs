@@ -1,11 +1,11 @@
 //! The curves panel: the loss curve and per-epoch accuracy, with egui_plot. While a training run
 //! is under way (or has failed) it shows the run's live curve from its step events, with a
 //! progress bar, throughput, learning rate, ETA and a Stop button; otherwise it shows the history
-//! stored in the model on screen. All points come from [`super::progress`]; this file only draws.
+//! stored in the model on screen. All points come from [`crate::app::progress`]; this file only draws.
 
-use super::format;
-use super::progress::{history_loss, test_accuracy, train_accuracy};
-use super::state::{Command, FrameCtx, RunPhase, TrainRun};
+use crate::app::format;
+use crate::app::progress::{history_loss, test_accuracy, train_accuracy};
+use crate::app::state::{Command, FrameCtx, RunPhase, TrainRun};
 use crate::train::EpochRecord;
 use eframe::egui::{self, Color32, RichText};
 use egui_plot::{Corner, Legend, Line, MarkerShape, Plot, PlotPoints, Points};
@@ -38,7 +38,10 @@ pub(super) struct Series {
 }
 
 /// The raw and smoothed loss lines of a live run (the raw one only if `show_raw`).
-pub(super) fn live_loss_series(p: &super::progress::TrainProgress, show_raw: bool) -> Vec<Series> {
+pub(super) fn live_loss_series(
+    p: &crate::app::progress::TrainProgress,
+    show_raw: bool,
+) -> Vec<Series> {
     let mut s = Vec::new();
     if show_raw {
         s.push(Series {
@@ -323,7 +326,7 @@ pub(super) fn epoch_table(ui: &mut egui::Ui, id: &str, epochs: &[EpochRecord]) {
 /// was reported), and the elapsed time; shared by the training and QAT views.
 pub fn live_stats(
     ui: &mut egui::Ui,
-    p: &super::progress::TrainProgress,
+    p: &crate::app::progress::TrainProgress,
     started: std::time::Instant,
     now: std::time::Instant,
 ) {

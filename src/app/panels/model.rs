@@ -3,8 +3,8 @@
 //! made it) and a table of its layers. Everything shown was computed off the UI thread into a
 //! [`ModelView`]; this file only lays it out.
 
-use super::format;
-use super::state::{FrameCtx, ModelOrigin, ModelView};
+use crate::app::format;
+use crate::app::state::{FrameCtx, ModelOrigin, ModelView};
 use crate::train::{OptimizerConfig, Schedule, TrainConfig};
 use eframe::egui::{self, RichText};
 use serde::{Deserialize, Serialize};

@@ -4,15 +4,15 @@
 //! Resume and Stop, the float / PTQ-start / QAT accuracies, freeze and checkpoint notices, the
 //! live loss curve, fake-quant test accuracy per epoch, and every quantizer's current scale;
 //! once finished, "Save quantized model…". Its own state is the form, which a session would
-//! persist; everything it shows comes from [`super::qat_run::QatRun`], and every action is a
+//! persist; everything it shows comes from [`crate::app::qat_run::QatRun`], and every action is a
 //! [`Command`]. This file only draws.
 
 use super::curves::{epoch_table, live_loss_series, live_stats, loss_plot};
-use super::format;
-use super::qat_run::{
+use crate::app::format;
+use crate::app::qat_run::{
     BATCH, CALIB_SAMPLES, QatCommand, QatPhase, QatPrecision, QatRequest, QatRun, ScaleRow,
 };
-use super::state::{Command, FrameCtx};
+use crate::app::state::{Command, FrameCtx};
 use crate::jobs::QatEvent;
 use eframe::egui::{self, Color32, RichText};
 use egui_plot::{Corner, HLine, Legend, Line, LineStyle, MarkerShape, Plot, PlotPoints, Points};

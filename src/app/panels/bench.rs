@@ -3,11 +3,11 @@
 //! (quick by default; a checkbox asks for the full five-shape run) with a table that fills as
 //! each shape finishes and a bar chart of GOP/s per shape and kernel, "Run end-to-end" (integer
 //! vs float images/s at batch 64 and batch-1 latency, with ratios) and Stop. Everything shown
-//! comes from [`super::bench_run::BenchState`]; every action is a [`Command`]. Only draws.
+//! comes from [`crate::app::bench_run::BenchState`]; every action is a [`Command`]. Only draws.
 
-use super::bench_run::{BenchCommand, BenchKind, BenchState, E2eView, GemmView};
-use super::format;
-use super::state::{Command, FrameCtx};
+use crate::app::bench_run::{BenchCommand, BenchKind, BenchState, E2eView, GemmView};
+use crate::app::format;
+use crate::app::state::{Command, FrameCtx};
 use crate::bench::e2e::{ORT_QUOTED, TARGET_IMAGES_PER_S, TARGET_LATENCY_US};
 use crate::bench::{CpuFeatures, E2eConfig, GemmConfig};
 use eframe::egui::{self, Color32, RichText};

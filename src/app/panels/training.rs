@@ -3,8 +3,8 @@
 //! else is the training defaults), and "Save as…". Its own state is the training form, which a
 //! session would persist; every action is sent as a [`Command`].
 
-use super::format;
-use super::state::{Command, FrameCtx, Loadable, ModelOrigin, TrainRequest, arch_of};
+use crate::app::format;
+use crate::app::state::{Command, FrameCtx, Loadable, ModelOrigin, TrainRequest, arch_of};
 use crate::data::Dataset;
 use crate::train::TrainConfig;
 use crate::zoo::Arch;
