@@ -72,10 +72,30 @@ fn evaluated(a: &StudioApp) -> bool {
     a.ws.current_eval().is_some() && !a.ws.is_evaluating()
 }
 
+/// Evaluated, and the follow-up latency / integer-runtime results are in (the layout no longer
+/// moves under the pointer).
+fn settled(a: &StudioApp) -> bool {
+    evaluated(a) && !a.ws.latency_running && a.ws.integer.is_some()
+}
+
+/// Opens the combo box named `combo` and picks `item` (the popup opens on the next frames).
+fn choose(h: &mut Harness<'_, StudioApp>, combo: &str, item: &str) {
+    for _ in 0..5 {
+        h.get_by_label(combo).click();
+        h.run_steps(3);
+        if h.query_by_label(item).is_some() {
+            h.get_by_label(item).click();
+            h.run_steps(2);
+            return;
+        }
+    }
+    panic!("the {combo} selector did not offer {item}");
+}
+
 #[test]
 fn changing_a_layers_precision_updates_the_summary_to_the_librarys_numbers() {
     let mut h = harness(None);
-    step_until(&mut h, "the default plan's evaluation", evaluated);
+    step_until(&mut h, "the default plan's evaluation", settled);
     let plan = h.state().ws.plan.clone().unwrap();
     let (float, int8) = library_accuracy(&plan);
     let c = &h.state().ws.current_eval().unwrap().eval.comparison;
@@ -86,10 +106,7 @@ fn changing_a_layers_precision_updates_the_summary_to_the_librarys_numbers() {
     let bytes_int8 = h.state().ws.current_eval().unwrap().eval.size.bytes;
 
     // conv2's weights to int4, through its selector in the layers table.
-    h.get_by_label("conv2 weights").click();
-    h.run_steps(3);
-    h.get_by_label("int4").click();
-    h.run_steps(2);
+    choose(&mut h, "conv2 weights", "int4");
     assert_eq!(
         h.state().ws.layer_plan("conv2").unwrap().precision,
         Precision::Int4
@@ -110,7 +127,7 @@ fn changing_a_layers_precision_updates_the_summary_to_the_librarys_numbers() {
 #[test]
 fn a_sensitivity_sweep_fills_one_row_per_layer_and_calibrate_shows_the_sqnr_table() {
     let mut h = harness(None);
-    step_until(&mut h, "the default plan's evaluation", evaluated);
+    step_until(&mut h, "the default plan's evaluation", settled);
     h.get_by_label("Sensitivity").click();
     h.step();
     h.state_mut().state.sensitivity.form.samples = 200;
@@ -151,7 +168,7 @@ fn a_sensitivity_sweep_fills_one_row_per_layer_and_calibrate_shows_the_sqnr_tabl
 #[test]
 fn a_selected_layers_histogram_shows_the_plans_range() {
     let mut h = harness(None);
-    step_until(&mut h, "the default plan's evaluation", evaluated);
+    step_until(&mut h, "the default plan's evaluation", settled);
     h.get_by_label("fc").click();
     h.run_steps(2);
     assert_eq!(h.state().ws.selected.as_deref(), Some("fc"));

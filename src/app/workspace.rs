@@ -303,18 +303,7 @@ impl Workspace {
             .current_eval()
             .ok_or("the current plan is still being evaluated")?;
         let ptq = &ev.eval.ptq;
-        let l = ptq
-            .points
-            .layers
-            .iter()
-            .find(|l| ptq.folded.nodes[l.node].name == layer)
-            .ok_or_else(|| format!("'{layer}' is not quantized in this plan"))?;
-        let pi = match role {
-            TensorRole::Weight => l.weight,
-            TensorRole::Input => l.inputs.first().copied().flatten(),
-            TensorRole::Output => l.output,
-        }
-        .ok_or_else(|| format!("'{layer}' has no quantized tensor there"))?;
+        let pi = crate::jobs::analysis::layer_point(ptq, layer, role)?;
         let name = &ptq.points.points[pi].name;
         let mut r = ptq
             .plan

@@ -282,24 +282,30 @@ fn evaluate(
     })
 }
 
+/// The index (in `res.points.points`) of a layer tensor's quantization point, or why it has
+/// none.
+pub fn layer_point(res: &PtqResult, layer: &str, role: TensorRole) -> Result<usize, String> {
+    let l = res
+        .points
+        .layers
+        .iter()
+        .find(|l| res.folded.nodes[l.node].name == layer)
+        .ok_or_else(|| format!("'{layer}' is not quantized in this plan"))?;
+    match role {
+        TensorRole::Weight => l.weight,
+        TensorRole::Input => l.inputs.first().copied().flatten(),
+        TensorRole::Output => l.output,
+    }
+    .ok_or_else(|| format!("'{layer}' has no quantized {role:?} tensor").to_lowercase())
+}
+
 /// The histogram behind a layer tensor of a PTQ result and the integer grid of its point.
 fn tensor_histogram(
     res: &PtqResult,
     layer: &str,
     role: TensorRole,
 ) -> Result<(Histogram, QSpec), String> {
-    let l = res
-        .points
-        .layers
-        .iter()
-        .find(|l| res.folded.nodes[l.node].name == layer)
-        .ok_or_else(|| format!("'{layer}' is not a layer of the plan"))?;
-    let pi = match role {
-        TensorRole::Weight => l.weight,
-        TensorRole::Input => l.inputs.first().copied().flatten(),
-        TensorRole::Output => l.output,
-    }
-    .ok_or_else(|| format!("'{layer}' has no quantized {role:?} tensor").to_lowercase())?;
+    let pi = layer_point(res, layer, role)?;
     let point = &res.points.points[pi];
     let PointGrid::Int(spec) = point.grid else {
         return Err("an fp16 tensor has no integer grid to clip".into());

@@ -70,6 +70,7 @@ fn gather<'a>(
         .filter(|(_, s)| s.op != "FakeQuant")
         .map(|(order, s)| {
             let name = s.name.as_str();
+            let report = ev.and_then(|e| e.eval.comparison.layers.iter().find(|l| l.layer == name));
             Row {
                 order,
                 s,
@@ -86,22 +87,8 @@ fn gather<'a>(
                         .find(|l| l.layer == name)
                         .map(|l| l.bytes)
                 }),
-                sqnr: ev.and_then(|e| {
-                    e.eval
-                        .comparison
-                        .layers
-                        .iter()
-                        .find(|l| l.layer == name)
-                        .and_then(|l| l.sqnr_db)
-                }),
-                clipped: ev.and_then(|e| {
-                    e.eval
-                        .comparison
-                        .layers
-                        .iter()
-                        .find(|l| l.layer == name)
-                        .and_then(|l| l.clipped_fraction)
-                }),
+                sqnr: report.and_then(|l| l.sqnr_db),
+                clipped: report.and_then(|l| l.clipped_fraction),
                 sens: ws
                     .sweep
                     .rows
