@@ -75,7 +75,7 @@ fn evaluated(a: &StudioApp) -> bool {
 /// Evaluated, and the follow-up latency / integer-runtime results are in (the layout no longer
 /// moves under the pointer).
 fn settled(a: &StudioApp) -> bool {
-    evaluated(a) && !a.ws.latency_running && a.ws.integer.is_some()
+    evaluated(a) && !a.plan_busy().latency && a.ws.integer.is_some()
 }
 
 /// Opens the combo box named `combo` and picks `item` (the popup opens on the next frames).
@@ -134,7 +134,7 @@ fn a_sensitivity_sweep_fills_one_row_per_layer_and_calibrate_shows_the_sqnr_tabl
     h.get_by_label("Run sweep").click();
     h.step();
     step_until(&mut h, "the sweep", |a| {
-        a.ws.sweep.settings.is_some() && !a.ws.sweep.running && !a.ws.sweep.rows.is_empty()
+        a.ws.sweep.settings.is_some() && !a.plan_busy().sweep && !a.ws.sweep.rows.is_empty()
     });
     let ws = &h.state().ws;
     assert!(ws.sweep.error.is_none(), "{:?}", ws.sweep.error);

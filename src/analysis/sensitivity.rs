@@ -182,7 +182,7 @@ pub fn sensitivity(
         }
     }
     // One calibration pass for every variant.
-    let calib = d.calib.clone().limit(cfg.calib_samples.max(1));
+    let calib = d.calib.first(cfg.calib_samples.max(1));
     let mut all: Vec<&QuantPoints> = vec![&base];
     all.extend(variants.iter().map(|v| &v.1));
     let mut cal = Calibrator::new(&all);
@@ -192,7 +192,7 @@ pub fn sensitivity(
         }
         cal.observe(&folded, &x)?;
     }
-    let eval = d.eval.clone().limit(cfg.samples.max(1));
+    let eval = d.eval.first(cfg.samples.max(1));
     let batches: Vec<(Tensor, Vec<u32>)> =
         Loader::new(&eval, d.norm, cfg.batch.max(1), None, false).collect();
     let images: usize = batches.iter().map(|b| b.1.len()).sum();

@@ -33,10 +33,12 @@ impl FrameTimes {
         if self.times.is_empty() {
             return None;
         }
-        let mut v: Vec<Duration> = self.times.iter().copied().collect();
-        v.sort();
-        let i = ((v.len() - 1) as f64 * 0.99).round() as usize;
-        Some(v[i].as_secs_f64() * 1000.0)
+        let mut ms: Vec<f64> = self
+            .times
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        Some(crate::bench::percentile(&mut ms, 0.99))
     }
 }
 

@@ -4,7 +4,7 @@
 //! back into the workspace within the frame. Evaluation requests carry a cancel flag: a new
 //! edit cancels the evaluation in flight. Nothing here computes tensors or blocks.
 
-use super::workspace::{Effect, Tagged, Workspace};
+use super::workspace::{Effect, PlanBusy, Tagged, Workspace};
 use crate::analysis::sensitivity::{SensitivityCache, SweepConfig};
 use crate::bench::latency::LatencyConfig;
 use crate::data::Dataset;
@@ -45,9 +45,12 @@ impl PlanJobs {
         !self.evals.is_empty() || self.sweep.is_some() || self.latency.is_some()
     }
 
-    /// Whether the sensitivity sweep runs.
-    pub fn sweep_running(&self) -> bool {
-        self.sweep.is_some()
+    /// Which of the workspace's jobs run.
+    pub fn busy(&self) -> PlanBusy {
+        PlanBusy {
+            sweep: self.sweep.is_some(),
+            latency: self.latency.is_some(),
+        }
     }
 
     /// The data an evaluation needs, or why it cannot run yet.
@@ -119,7 +122,6 @@ impl PlanJobs {
                     match started {
                         Ok(j) => self.sweep = Some(j),
                         Err(msg) => {
-                            ws.sweep.running = false;
                             ws.sweep.error = Some(msg);
                         }
                     }
@@ -154,7 +156,9 @@ impl PlanJobs {
     }
 
     fn evaluate(&mut self, rev: u64, ws: &mut Workspace, inp: &Inputs<'_>, waker: &Waker) {
-        let Some(plan) = ws.plan.clone() else { return };
+        let Some(plan) = ws.plan_to_evaluate() else {
+            return;
+        };
         let data = match Self::plan_data(ws, inp) {
             Ok(d) => d,
             Err(msg) => {
@@ -168,7 +172,6 @@ impl PlanJobs {
         // A latency measurement of the previous plan would compete for the cores.
         if let Some((_, j)) = self.latency.take() {
             j.stop();
-            ws.latency_running = false;
         }
         // The worker first: starting one cancels what was in flight for the previous model.
         if let Err(msg) = self.worker(inp, waker) {
@@ -178,21 +181,19 @@ impl PlanJobs {
         let cancel = self.eval_cancel.renew();
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        match self.worker(inp, waker) {
-            Ok(w) => {
-                if w.send(PlanRequest::Evaluate {
-                    ticket,
-                    plan,
-                    data,
-                    cancel,
-                }) {
-                    self.evals.insert(ticket, rev);
-                    ws.on_eval_started(rev, Instant::now());
-                } else {
-                    ws.eval_error = Some("the plan worker has stopped".into());
-                }
-            }
-            Err(msg) => ws.eval_error = Some(msg),
+        let sent = self.worker.as_ref().is_some_and(|(_, w)| {
+            w.send(PlanRequest::Evaluate {
+                ticket,
+                plan,
+                data,
+                cancel,
+            })
+        });
+        if sent {
+            self.evals.insert(ticket, rev);
+            ws.on_eval_started(rev, Instant::now());
+        } else {
+            ws.eval_error = Some("the plan worker has stopped".into());
         }
     }
 
@@ -214,7 +215,6 @@ impl PlanJobs {
         match Job::latency(ev.eval.clone(), cfg, check, waker.clone()) {
             Ok(j) => {
                 self.latency = Some((ws.rev, j));
-                ws.latency_running = true;
             }
             Err(e) => ws.latency_error = Some(format!("cannot start the latency job: {e}")),
         }
@@ -264,17 +264,14 @@ impl PlanJobs {
                     JobEvent::Sweep(se) => ws.on_sweep_event(se),
                     JobEvent::SweepDone(d) => {
                         ws.sweep.cached = d.cached;
-                        ws.sweep.running = false;
                     }
                     JobEvent::Failed(msg) => {
                         ws.sweep.error = Some(msg);
-                        ws.sweep.running = false;
                     }
                     _ => {}
                 }
             }
             if ended {
-                ws.sweep.running = false;
                 self.sweep = None;
             }
         }
@@ -295,7 +292,6 @@ impl PlanJobs {
                 }
             }
             if ended {
-                ws.latency_running = false;
                 self.latency = None;
             }
         }
@@ -319,7 +315,6 @@ impl PlanJobs {
                     ws.calibrating = Some((done, total));
                 }
             }
-            PlanEvent::Evaluating { .. } => {}
             PlanEvent::Evaluated(ev) => {
                 if let Some(rev) = self.evals.remove(&ev.ticket) {
                     let (worker_s, recal) = (ev.seconds, ev.recalibrated);

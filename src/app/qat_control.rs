@@ -142,7 +142,7 @@ impl StudioApp {
                         })?;
                     }
                     let train = match req.limit {
-                        Some(n) if n < train.len() => Arc::new((*train).clone().limit(n.max(1))),
+                        Some(n) if n < train.len() => Arc::new(train.first(n.max(1))),
                         _ => train,
                     };
                     Ok(Box::new(QatInputs {

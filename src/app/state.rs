@@ -9,7 +9,7 @@ use super::bench_run::{BenchCommand, BenchState};
 use super::progress::TrainProgress;
 use super::qat_run::{QatCommand, QatRun, QatTaskResult};
 use super::task::Task;
-use super::workspace::{PlanCommand, Workspace};
+use super::workspace::{PlanBusy, PlanCommand, Workspace};
 use crate::data::Dataset;
 use crate::data::Normalization;
 use crate::graph::{LayerSummary, summarize};
@@ -542,6 +542,8 @@ pub struct FrameCtx<'a> {
     pub ws: &'a Workspace,
     /// The 99th percentile of recent frame times, for the status bar.
     pub frame_p99_ms: Option<f64>,
+    /// Which of the workspace's jobs run.
+    pub plan_busy: PlanBusy,
     /// The frame's time (for ETAs).
     pub now: Instant,
     commands: &'a mut Vec<Command>,
@@ -559,6 +561,7 @@ impl<'a> FrameCtx<'a> {
             settings,
             ws,
             frame_p99_ms: None,
+            plan_busy: PlanBusy::default(),
             now: Instant::now(),
             commands,
         }

@@ -202,6 +202,11 @@ impl StudioApp {
         self.run_effects(effects);
     }
 
+    /// Which of the workspace's jobs (sweep, latency) run now.
+    pub fn plan_busy(&self) -> super::workspace::PlanBusy {
+        self.plan_jobs.busy()
+    }
+
     /// What the plan jobs read from the studio.
     fn plan_inputs(live: &Live) -> Inputs<'_> {
         Inputs {
@@ -559,6 +564,7 @@ impl StudioApp {
             } = &mut self.state;
             let mut cx = FrameCtx::new(&self.live, settings, &self.ws, &mut commands);
             cx.frame_p99_ms = self.frame_times.p99_ms();
+            cx.plan_busy = self.plan_jobs.busy();
             egui::Panel::top("top_bar").show(ui, |ui| {
                 top_bar.ui(ui, &mut cx);
                 summary::ui(ui, &mut cx);

@@ -158,6 +158,21 @@ pub struct RangeView {
     pub observers: Vec<(String, (f32, f32))>,
 }
 
+/// Which of the workspace's jobs run now (read from the job bridge each frame, never stored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanBusy {
+    pub sweep: bool,
+    pub latency: bool,
+}
+
+/// A hand-set range of one layer tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pin {
+    pub layer: String,
+    pub role: TensorRole,
+    pub range: PointRange,
+}
+
 /// A result and the plan revision it belongs to.
 #[derive(Clone, Debug)]
 pub struct Tagged<T> {
@@ -169,7 +184,6 @@ pub struct Tagged<T> {
 #[derive(Clone, Debug, Default)]
 pub struct SweepView {
     pub settings: Option<SweepSettings>,
-    pub running: bool,
     pub cached: bool,
     pub float_accuracy: Option<f64>,
     pub quantized_accuracy: Option<f64>,
@@ -205,12 +219,13 @@ pub struct Workspace {
     pub whatif_seconds: Vec<f64>,
     pub sweep: SweepView,
     pub latency: Option<Tagged<Arc<PlanLatency>>>,
-    pub latency_running: bool,
     /// Accuracy and images of the plan converted to the integer runtime (or why not).
     pub integer: Option<Tagged<Result<(f64, usize), String>>>,
     pub latency_error: Option<String>,
     /// The clip-range what-if of the histogram drag.
     pub range: Option<RangeView>,
+    /// Ranges set by hand (histogram "Apply"), each owned by a layer tensor.
+    pub pins: Vec<Pin>,
 }
 
 impl Workspace {
@@ -285,7 +300,7 @@ impl Workspace {
                 max,
             } => {
                 let r = self.hand_range(&layer, role, min, max)?;
-                self.pin_range(r)
+                self.pin_range(&layer, role, r)
             }
         })
     }
@@ -305,26 +320,13 @@ impl Workspace {
         let ptq = &ev.eval.ptq;
         let pi = crate::jobs::analysis::layer_point(ptq, layer, role)?;
         let name = &ptq.points.points[pi].name;
-        let mut r = ptq
+        let r = ptq
             .plan
             .ranges
             .iter()
             .find(|r| &r.point == name)
-            .cloned()
             .ok_or_else(|| format!("'{name}' has no integer range"))?;
-        if r.scale.len() != 1 {
-            return Err("per-channel ranges cannot be set by hand; choose per-tensor".into());
-        }
-        if !(min.is_finite() && max.is_finite() && min < max) {
-            return Err(format!("the range [{min}, {max}] is empty"));
-        }
-        let spec = crate::quant::scheme::QSpec {
-            dtype: r.dtype,
-            scheme: r.scheme,
-        };
-        let (s, z) = crate::quant::scheme::qparams(min, max, spec);
-        (r.min, r.max, r.scale, r.zero_point) = (vec![min], vec![max], vec![s], vec![z]);
-        Ok(r)
+        r.with_range(min, max).map_err(|e| e.to_string())
     }
 
     /// The plan of a layer, if the plan covers it.
@@ -369,8 +371,7 @@ impl Workspace {
             if *l != before {
                 changed = true;
                 // A pinned range no longer fits a changed layer.
-                let prefix = format!("{}.", l.layer);
-                plan.ranges.retain(|r| !r.point.starts_with(&prefix));
+                self.pins.retain(|p| p.layer != l.layer);
             }
         }
         if changed { self.touch() } else { Vec::new() }
@@ -382,6 +383,7 @@ impl Workspace {
             return Vec::new();
         }
         self.plan = self.default_plan.clone();
+        self.pins.clear();
         self.touch()
     }
 
@@ -390,7 +392,11 @@ impl Workspace {
         if self.plan.as_ref() == Some(&plan) {
             return Vec::new();
         }
-        self.plan = Some(plan);
+        let old = self.plan.replace(plan);
+        let new = self.plan.as_ref().expect("just set");
+        // Pins of layers whose plan changed no longer fit.
+        self.pins
+            .retain(|p| old.as_ref().and_then(|o| o.layer(&p.layer)) == new.layer(&p.layer));
         self.touch()
     }
 
@@ -405,15 +411,27 @@ impl Workspace {
         self.touch()
     }
 
-    /// Pins a hand-set range of a layer tensor into the plan (from the histogram drag).
-    pub fn pin_range(&mut self, range: PointRange) -> Vec<Effect> {
-        let Some(plan) = self.plan.as_mut() else {
+    /// Pins a hand-set range of a layer tensor (from the histogram drag); it holds until that
+    /// layer's plan changes.
+    pub fn pin_range(&mut self, layer: &str, role: TensorRole, range: PointRange) -> Vec<Effect> {
+        if self.plan.is_none() {
             return Vec::new();
-        };
-        plan.ranges.retain(|r| r.point != range.point);
-        plan.ranges.push(range);
+        }
+        self.pins.retain(|p| !(p.layer == layer && p.role == role));
+        self.pins.push(Pin {
+            layer: layer.to_string(),
+            role,
+            range,
+        });
         self.range = None;
         self.touch()
+    }
+
+    /// The plan to evaluate: the edited plan with the pinned ranges as its fixed ranges.
+    pub fn plan_to_evaluate(&self) -> Option<QuantPlan> {
+        let mut p = self.plan.clone()?;
+        p.ranges = self.pins.iter().map(|p| p.range.clone()).collect();
+        Some(p)
     }
 
     /// A new revision: everything computed so far is stale; evaluate again.
@@ -481,7 +499,6 @@ impl Workspace {
         let plan = settings.plan(plan);
         self.sweep = SweepView {
             settings: Some(settings),
-            running: true,
             ..SweepView::default()
         };
         vec![Effect::Sweep { plan, settings }]
@@ -522,13 +539,12 @@ impl Workspace {
 
     /// Median and 90th percentile of the click-to-result times so far.
     pub fn whatif_percentiles(&self) -> Option<(f64, f64, usize)> {
-        let mut v = self.whatif_seconds.clone();
-        if v.is_empty() {
+        if self.whatif_seconds.is_empty() {
             return None;
         }
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Some((at(0.5), at(0.9), v.len()))
+        let mut v = self.whatif_seconds.clone();
+        let p50 = crate::bench::percentile(&mut v, 0.5);
+        Some((p50, crate::bench::percentile(&mut v, 0.9), v.len()))
     }
 }
 

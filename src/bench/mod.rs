@@ -41,6 +41,16 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The `q`-quantile of `v` (0..=1) by nearest rank on the sorted values (NaN when empty):
+/// the value at rank `round((len - 1) · q)`.
+pub fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize]
+}
+
 /// The CPU features that decide which int8 paths exist, detected at run time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CpuFeatures {

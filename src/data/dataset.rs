@@ -163,6 +163,27 @@ impl Dataset {
         self
     }
 
+    /// A copy of the first `n` samples (all of them if there are fewer), like
+    /// `self.clone().limit(n)` without copying the rest first.
+    pub fn first(&self, n: usize) -> Dataset {
+        let n = n.min(self.n);
+        let len = n * self.c * self.h * self.w;
+        Dataset {
+            source: self.source.clone(),
+            pixels: match &self.pixels {
+                Pixels::U8(v) => Pixels::U8(v[..len].to_vec()),
+                Pixels::F32(v) => Pixels::F32(v[..len].to_vec()),
+            },
+            labels: self.labels[..n].to_vec(),
+            n,
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            num_classes: self.num_classes,
+            class_names: self.class_names.clone(),
+        }
+    }
+
     /// The samples at `indices` as a normalized f32 tensor of shape `[indices.len(), c, h, w]`:
     /// `(p - mean[ch]) / std[ch]`, where u8 pixels `p` are first scaled by 1/255.
     ///
@@ -293,5 +314,20 @@ impl Normalization {
                 (pre / std, -mean / std)
             })
             .unzip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_equals_clone_then_limit() {
+        let pixels = Pixels::U8((0..24).collect());
+        let ds = Dataset::new("t", pixels, vec![0, 1, 2, 1, 0, 2], [1, 2, 2], vec![]).unwrap();
+        assert_eq!(ds.first(4), ds.clone().limit(4));
+        assert_eq!(ds.first(4).labels, vec![0, 1, 2, 1]);
+        assert_eq!(ds.first(4).num_classes, 3);
+        assert_eq!(ds.first(99), ds);
     }
 }

@@ -20,9 +20,9 @@ use crate::quant::points::PointKind;
 use crate::quant::scheme::{PointGrid, QSpec};
 use crate::quant::{PtqResult, QuantError, QuantPlan};
 use crate::tensor::slice;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Bins of the histograms sent for drawing.
@@ -68,6 +68,17 @@ pub enum PlanRequest {
     },
 }
 
+impl TensorRole {
+    /// "weight", "input", "output".
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorRole::Weight => "weight",
+            TensorRole::Input => "input",
+            TensorRole::Output => "output",
+        }
+    }
+}
+
 impl PlanRequest {
     fn ticket(&self) -> u64 {
         match self {
@@ -101,10 +112,6 @@ pub enum PlanEvent {
         ticket: u64,
         done: usize,
         total: usize,
-    },
-    /// Evaluation started (calibration is done).
-    Evaluating {
-        ticket: u64,
     },
     Evaluated(Evaluated),
     Range {
@@ -164,6 +171,7 @@ fn serve(model: &Graph, rx: Receiver<PlanRequest>, out: &Outbox) {
         }
     };
     let mut latest: Option<Arc<PtqResult>> = None;
+    let mut drag: Option<DragCache> = None;
     let mut queue: Vec<PlanRequest> = Vec::new();
     loop {
         if queue.is_empty() {
@@ -221,13 +229,13 @@ fn serve(model: &Graph, rx: Receiver<PlanRequest>, out: &Outbox) {
                         ticket,
                         message: "no plan has been evaluated yet".into(),
                     },
-                    Some(res) => match tensor_range_stats(res, &layer, role, min, max) {
-                        Ok((stats, observers)) => PlanEvent::Range {
+                    Some(res) => match DragCache::for_tensor(&mut drag, res, &layer, role) {
+                        Ok(c) => PlanEvent::Range {
                             ticket,
+                            stats: range_stats(&c.hist, min, max, c.spec),
+                            observers: c.observers.clone(),
                             layer,
                             role,
-                            stats,
-                            observers,
                         },
                         Err(message) => PlanEvent::Failed { ticket, message },
                     },
@@ -269,7 +277,6 @@ fn evaluate(
     if cancel.load(Ordering::Relaxed) {
         return Err(QuantError::Cancelled);
     }
-    send(out, PlanEvent::Evaluating { ticket });
     let eval_n = data.eval_samples.min(data.eval.len()).max(1);
     let eval = session.evaluate(plan, &data.eval, &data.norm, eval_n, 250, cancel)?;
     let stats = layer_stats(&eval.ptq, VIEW_BINS);
@@ -296,7 +303,7 @@ pub fn layer_point(res: &PtqResult, layer: &str, role: TensorRole) -> Result<usi
         TensorRole::Input => l.inputs.first().copied().flatten(),
         TensorRole::Output => l.output,
     }
-    .ok_or_else(|| format!("'{layer}' has no quantized {role:?} tensor").to_lowercase())
+    .ok_or_else(|| format!("'{layer}' has no quantized {} tensor", role.name()))
 }
 
 /// The histogram behind a layer tensor of a PTQ result and the integer grid of its point.
@@ -330,39 +337,59 @@ fn tensor_histogram(
     Ok((hist, spec))
 }
 
-fn tensor_range_stats(
-    res: &PtqResult,
-    layer: &str,
+/// The histogram of the tensor being dragged and the observers' ranges on it: built once per
+/// (evaluated plan, layer, tensor), then every drag event only re-scores a range.
+struct DragCache {
+    ptq: Arc<PtqResult>,
+    layer: String,
     role: TensorRole,
-    min: f32,
-    max: f32,
-) -> Result<(RangeStats, Vec<(String, (f32, f32))>), String> {
-    let (h, spec) = tensor_histogram(res, layer, role)?;
-    Ok((range_stats(&h, min, max, spec), observer_ranges(&h, spec)))
+    hist: Histogram,
+    spec: QSpec,
+    observers: Vec<(String, (f32, f32))>,
+}
+
+impl DragCache {
+    fn for_tensor<'c>(
+        cache: &'c mut Option<DragCache>,
+        ptq: &Arc<PtqResult>,
+        layer: &str,
+        role: TensorRole,
+    ) -> Result<&'c DragCache, String> {
+        let hit = cache
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.ptq, ptq) && c.layer == layer && c.role == role);
+        if !hit {
+            let (hist, spec) = tensor_histogram(ptq, layer, role)?;
+            *cache = Some(DragCache {
+                ptq: ptq.clone(),
+                layer: layer.to_string(),
+                role,
+                observers: observer_ranges(&hist, spec),
+                hist,
+                spec,
+            });
+        }
+        Ok(cache.as_ref().expect("just filled"))
+    }
 }
 
 /// Keeps the latest cancel flag of a kind of request, so that sending a new one cancels the
-/// one in flight.
+/// one in flight. Held by the sender alone (the worker only reads the flags).
 #[derive(Default)]
-pub struct CancelSlot(Mutex<Option<Arc<AtomicBool>>>);
+pub struct CancelSlot(Option<Arc<AtomicBool>>);
 
 impl CancelSlot {
     /// Cancels the previous request and returns the flag of the next one.
-    pub fn renew(&self) -> Arc<AtomicBool> {
+    pub fn renew(&mut self) -> Arc<AtomicBool> {
+        self.cancel();
         let flag = Arc::new(AtomicBool::new(false));
-        if let Ok(mut slot) = self.0.lock()
-            && let Some(old) = slot.replace(flag.clone())
-        {
-            old.store(true, Ordering::Relaxed);
-        }
+        self.0 = Some(flag.clone());
         flag
     }
 
     /// Cancels the request in flight, if any.
     pub fn cancel(&self) {
-        if let Ok(slot) = self.0.lock()
-            && let Some(f) = slot.as_ref()
-        {
+        if let Some(f) = &self.0 {
             f.store(true, Ordering::Relaxed);
         }
     }

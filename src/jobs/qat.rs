@@ -191,7 +191,7 @@ pub fn run_qat(
             // from `qatlas ptq`) is the starting point as it is; otherwise calibrate now.
             let (q, n) = if spec.plan.ranges.is_empty() {
                 let n = spec.calib_samples.min(train.len()).max(1);
-                let calib = train.clone().limit(n);
+                let calib = train.first(n);
                 let batches = Loader::new(&calib, &norm, 256, None, false).map(|(x, _)| x);
                 let stop = AtomicBool::new(false);
                 let q = prepare_qat(

@@ -99,7 +99,7 @@ fn integer_accuracy(prepared: &Graph, c: &IntegerCheck) -> Result<(f64, usize), 
     let m = IntModel::convert(prepared, &ConvertOptions::default())
         .map_err(|e| format!("cannot convert the plan to the integer runtime: {e}"))?;
     let n = c.samples.min(c.data.len()).max(1);
-    let ds = (*c.data).clone().limit(n);
+    let ds = c.data.first(n);
     let r = runtime_evaluate(&m, &ds, &c.norm, 250).map_err(|e| e.to_string())?;
     Ok((r.accuracy, r.images))
 }

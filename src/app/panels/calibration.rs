@@ -4,7 +4,7 @@
 //! SQNR and clipped fractions that `qatlas ptq` prints. The calibrated ranges are the plan's for
 //! every other panel (the what-if re-uses the same calibration cache).
 
-use super::widgets::{granularity_label, observer_choices, observer_label};
+use super::widgets::{choice, granularity_label, observer_choices, observer_label};
 use crate::app::format;
 use crate::app::state::{Command, FrameCtx};
 use crate::app::workspace::{PlanCommand, PlanEdit, Target};
@@ -63,17 +63,15 @@ impl CalibrationPanel {
         egui::Grid::new("calib_form").num_columns(2).show(ui, |ui| {
             ui.label("Activation observer");
             let choices = observer_choices();
-            let combo = egui::ComboBox::from_id_salt("calib_observer")
-                .selected_text(observer_label(&choices[self.observer.min(4)]))
-                .show_ui(ui, |ui| {
-                    for (i, o) in choices.iter().enumerate() {
-                        ui.selectable_value(&mut self.observer, i, observer_label(o));
-                    }
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "activation observer".into(),
+            self.observer = self.observer.min(choices.len() - 1);
+            choice(
+                ui,
+                "calib_observer",
+                "activation observer",
+                0.0,
+                &mut self.observer,
+                &[0, 1, 2, 3, 4],
+                |i| observer_label(&choices[i]),
             );
             ui.end_row();
             if matches!(
@@ -92,17 +90,14 @@ impl CalibrationPanel {
                 ui.end_row();
             }
             ui.label("Weights");
-            let combo = egui::ComboBox::from_id_salt("calib_gran")
-                .selected_text(granularity_label(self.granularity))
-                .show_ui(ui, |ui| {
-                    for g in [Granularity::PerChannel, Granularity::PerTensor] {
-                        ui.selectable_value(&mut self.granularity, g, granularity_label(g));
-                    }
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "weight granularity".into(),
+            choice(
+                ui,
+                "calib_gran",
+                "weight granularity",
+                0.0,
+                &mut self.granularity,
+                &[Granularity::PerChannel, Granularity::PerTensor],
+                |g| granularity_label(g).to_string(),
             );
             ui.end_row();
             ui.label("Calibration images");

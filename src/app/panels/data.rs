@@ -130,12 +130,7 @@ impl DataPanel {
             }
         });
         let Some(view) = &cx.live.model else {
-            ui.label(
-                cx.live
-                    .no_model_reason
-                    .as_deref()
-                    .unwrap_or("No model is open."),
-            );
+            super::widgets::no_model(ui, cx.live);
             return;
         };
         ui.add_space(4.0);

@@ -140,12 +140,7 @@ impl LayersPanel {
             }
         });
         let Some(view) = &cx.live.model else {
-            ui.label(
-                cx.live
-                    .no_model_reason
-                    .as_deref()
-                    .unwrap_or("No model is open."),
-            );
+            widgets::no_model(ui, cx.live);
             return;
         };
         let layers = match &view.layers {
@@ -402,18 +397,14 @@ impl LayersPanel {
         let Some(plan) = &cx.ws.plan else { return };
         ui.horizontal_wrapped(|ui| {
             let p = self.bulk.get_or_insert(Precision::Int8);
-            let combo = egui::ComboBox::from_id_salt("bulk_precision")
-                .width(60.0)
-                .selected_text(p.name())
-                .show_ui(ui, |ui| {
-                    for c in WEIGHT_CHOICES {
-                        ui.selectable_value(p, c, c.name());
-                    }
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "bulk precision".into(),
+            widgets::choice(
+                ui,
+                "bulk_precision",
+                "bulk precision",
+                60.0,
+                p,
+                &WEIGHT_CHOICES,
+                |c| c.name().to_string(),
             );
             let p = *p;
             if ui
@@ -457,10 +448,6 @@ impl LayersPanel {
     }
 }
 
-fn named(r: &egui::Response, name: String) {
-    widgets::accessible_name(r, egui::Role::ComboBox, name);
-}
-
 /// The weight and activation precision selectors of a row.
 fn precision_selectors(
     row: &mut egui_extras::TableRow<'_, '_>,
@@ -470,16 +457,16 @@ fn precision_selectors(
     let target = || Target::Layers(vec![p.layer.clone()]);
     row.col(|ui| {
         let mut w = p.effective();
-        let r = egui::ComboBox::from_id_salt((&p.layer, "w"))
-            .width(52.0)
-            .selected_text(w.name())
-            .show_ui(ui, |ui| {
-                for c in WEIGHT_CHOICES {
-                    ui.selectable_value(&mut w, c, c.name());
-                }
-            });
-        named(&r.response, format!("{} weights", p.layer));
-        if w != p.effective() {
+        let name = format!("{} weights", p.layer);
+        if widgets::choice(
+            ui,
+            (&p.layer, "w"),
+            &name,
+            52.0,
+            &mut w,
+            &WEIGHT_CHOICES,
+            |c| c.name().to_string(),
+        ) {
             out.push(Command::Plan(PlanCommand::Edit(
                 target(),
                 PlanEdit::Weights(w),
@@ -493,16 +480,16 @@ fn precision_selectors(
             return;
         }
         let mut a = p.activations;
-        let r = egui::ComboBox::from_id_salt((&p.layer, "a"))
-            .width(52.0)
-            .selected_text(a.name())
-            .show_ui(ui, |ui| {
-                for c in ACT_CHOICES {
-                    ui.selectable_value(&mut a, c, c.name());
-                }
-            });
-        named(&r.response, format!("{} activations", p.layer));
-        if a != p.activations {
+        let name = format!("{} activations", p.layer);
+        if widgets::choice(
+            ui,
+            (&p.layer, "a"),
+            &name,
+            52.0,
+            &mut a,
+            &ACT_CHOICES,
+            |c| c.name().to_string(),
+        ) {
             out.push(Command::Plan(PlanCommand::Edit(
                 target(),
                 PlanEdit::Activations(a),
@@ -528,16 +515,11 @@ fn setting_selectors(
             return;
         }
         let mut g = p.weight_granularity;
-        let r = egui::ComboBox::from_id_salt((&p.layer, "g"))
-            .width(80.0)
-            .selected_text(widgets::granularity_label(g))
-            .show_ui(ui, |ui| {
-                for c in [Granularity::PerChannel, Granularity::PerTensor] {
-                    ui.selectable_value(&mut g, c, widgets::granularity_label(c));
-                }
-            });
-        named(&r.response, format!("{} granularity", p.layer));
-        if g != p.weight_granularity {
+        let name = format!("{} granularity", p.layer);
+        let all = [Granularity::PerChannel, Granularity::PerTensor];
+        if widgets::choice(ui, (&p.layer, "g"), &name, 80.0, &mut g, &all, |c| {
+            widgets::granularity_label(c).to_string()
+        }) {
             out.push(Command::Plan(PlanCommand::Edit(
                 target(),
                 PlanEdit::Granularity(g),
@@ -549,16 +531,16 @@ fn setting_selectors(
             return;
         }
         let mut o = p.activation_observer;
-        let r = egui::ComboBox::from_id_salt((&p.layer, "o"))
-            .width(76.0)
-            .selected_text(observer_label(&o))
-            .show_ui(ui, |ui| {
-                for c in observer_choices() {
-                    ui.selectable_value(&mut o, c, observer_label(&c));
-                }
-            });
-        named(&r.response, format!("{} observer", p.layer));
-        if o != p.activation_observer {
+        let name = format!("{} observer", p.layer);
+        if widgets::choice(
+            ui,
+            (&p.layer, "o"),
+            &name,
+            76.0,
+            &mut o,
+            &observer_choices(),
+            |c| observer_label(&c),
+        ) {
             out.push(Command::Plan(PlanCommand::Edit(
                 target(),
                 PlanEdit::ActivationObserver(o),

@@ -141,18 +141,14 @@ impl QatPanel {
                 .spacing([12.0, 4.0])
                 .show(ui, |ui| {
                     ui.label("Precision");
-                    let combo = egui::ComboBox::from_id_salt("qat_precision")
-                        .selected_text(self.precision.label())
-                        .width(300.0)
-                        .show_ui(ui, |ui| {
-                            for p in QatPrecision::ALL {
-                                ui.selectable_value(&mut self.precision, p, p.label());
-                            }
-                        });
-                    crate::app::panels::widgets::accessible_name(
-                        &combo.response,
-                        egui::Role::ComboBox,
-                        "QAT precision".into(),
+                    super::widgets::choice(
+                        ui,
+                        "qat_precision",
+                        "QAT precision",
+                        300.0,
+                        &mut self.precision,
+                        &QatPrecision::ALL,
+                        |p| p.label().to_string(),
                     );
                     ui.end_row();
                     ui.label("Epochs");

@@ -3,6 +3,7 @@
 //! arrives (accuracy drop in pp) with the layer's SQNR as a second chart, click a bar to select
 //! the layer, and "keep the N most sensitive layers at int8 / fp16" which writes a plan.
 
+use super::widgets::choice;
 use crate::analysis::sensitivity::SweepMode;
 use crate::app::state::{Command, FrameCtx};
 use crate::app::workspace::{PlanCommand, SweepSettings};
@@ -45,34 +46,41 @@ impl SensitivityPanel {
             ui.label(reason);
             return;
         }
-        let running = ws.sweep.running;
+        let running = cx.plan_busy.sweep;
         ui.horizontal_wrapped(|ui| {
             ui.label("Mode");
-            let combo = egui::ComboBox::from_id_salt("sweep_mode")
-                .selected_text(mode_label(self.form.mode))
-                .show_ui(ui, |ui| {
-                    for m in [SweepMode::Only, SweepMode::AllBut, SweepMode::Both] {
-                        ui.selectable_value(&mut self.form.mode, m, mode_label(m));
-                    }
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "sweep mode".into(),
+            let modes = [SweepMode::Only, SweepMode::AllBut, SweepMode::Both];
+            choice(
+                ui,
+                "sweep_mode",
+                "sweep mode",
+                0.0,
+                &mut self.form.mode,
+                &modes,
+                |m| mode_label(m).to_string(),
             );
-            let mut prec = (self.form.weights, self.form.a4);
             ui.label("precision");
-            let combo = egui::ComboBox::from_id_salt("sweep_precision")
-                .selected_text(self.form.label())
-                .show_ui(ui, |ui| {
-                    ui.selectable_value(&mut prec, (Precision::Int8, false), "int8");
-                    ui.selectable_value(&mut prec, (Precision::Int4, false), "int4 weights");
-                    ui.selectable_value(&mut prec, (Precision::Int4, true), "W4A4");
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "sweep precision".into(),
+            let mut prec = (self.form.weights, self.form.a4);
+            let precs = [
+                (Precision::Int8, false),
+                (Precision::Int4, false),
+                (Precision::Int4, true),
+            ];
+            choice(
+                ui,
+                "sweep_precision",
+                "sweep precision",
+                0.0,
+                &mut prec,
+                &precs,
+                |p| {
+                    SweepSettings {
+                        weights: p.0,
+                        a4: p.1,
+                        ..self.form
+                    }
+                    .label()
+                },
             );
             (self.form.weights, self.form.a4) = prec;
             ui.label("images");
@@ -213,17 +221,15 @@ impl SensitivityPanel {
             ui.label("Keep the");
             ui.add(egui::DragValue::new(&mut self.keep_n).range(0..=order.len().max(1)));
             ui.label("most sensitive layers at");
-            let combo = egui::ComboBox::from_id_salt("keep_at")
-                .selected_text(self.keep_at.name())
-                .show_ui(ui, |ui| {
-                    for p in [Precision::Int8, Precision::Fp16, Precision::Fp32] {
-                        ui.selectable_value(&mut self.keep_at, p, p.name());
-                    }
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "keep at precision".into(),
+            let keep = [Precision::Int8, Precision::Fp16, Precision::Fp32];
+            choice(
+                ui,
+                "keep_at",
+                "keep at precision",
+                0.0,
+                &mut self.keep_at,
+                &keep,
+                |p| p.name().to_string(),
             );
             ui.label(format!("and the rest at {}", settings.label()));
             let ready = !sw.rows.is_empty() && !running;

@@ -29,13 +29,13 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
                     value(format::percent(c.float_accuracy), current),
                     &format!("float model, {} test images", c.images),
                 );
-                // "+0.00", not "-0.00", when the plan loses nothing.
-                let drop = (c.float_accuracy - c.quantized_accuracy) * 100.0 + 0.0;
+                // Adding 0.0 turns -0.0 into +0.0: "+0.00 pp" when the plan loses nothing.
+                let delta = (c.quantized_accuracy - c.float_accuracy) * 100.0 + 0.0;
                 metric(
                     ui,
                     "Plan (sim.)",
                     value(
-                        format!("{} ({:+.2} pp)", format::percent(c.quantized_accuracy), -drop + 0.0),
+                        format!("{} ({:+.2} pp)", format::percent(c.quantized_accuracy), delta),
                         current,
                     ),
                     &format!(
@@ -100,15 +100,19 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
                     ),
                 );
             }
-            None if ws.latency_running => {
+            None if cx.plan_busy.latency => {
                 ui.weak("Latency: measuring…");
             }
             None => {}
         }
-        let can_measure = current && !ws.latency_running;
+        if let Some(e) = &ws.latency_error {
+            ui.colored_label(ui.visuals().error_fg_color, "latency: not measured")
+                .on_hover_text(e);
+        }
+        let can_measure = current && !cx.plan_busy.latency;
         let r = ui.add_enabled(can_measure, egui::Button::new("Measure"));
         if !can_measure {
-            r.on_disabled_hover_text(if ws.latency_running {
+            r.on_disabled_hover_text(if cx.plan_busy.latency {
                 "a latency measurement is running"
             } else {
                 "wait for the plan's evaluation"

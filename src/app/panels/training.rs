@@ -143,17 +143,14 @@ impl ActionsPanel {
         let model_arch = cx.live.model.as_ref().and_then(|v| arch_of(&v.model));
         egui::Grid::new("train_form").num_columns(2).show(ui, |ui| {
             ui.label("Architecture");
-            let combo = egui::ComboBox::from_id_salt("train_arch")
-                .selected_text(self.arch.name())
-                .show_ui(ui, |ui| {
-                    for a in Arch::ALL {
-                        ui.selectable_value(&mut self.arch, a, a.name());
-                    }
-                });
-            crate::app::panels::widgets::accessible_name(
-                &combo.response,
-                egui::Role::ComboBox,
-                "architecture".into(),
+            super::widgets::choice(
+                ui,
+                "train_arch",
+                "architecture",
+                0.0,
+                &mut self.arch,
+                &Arch::ALL,
+                |a| a.name().to_string(),
             );
             ui.end_row();
             ui.label("Epochs");

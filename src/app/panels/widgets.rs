@@ -64,6 +64,16 @@ pub fn value(text: impl Into<String>, current: bool) -> RichText {
     if current { t } else { t.color(Color32::GRAY) }
 }
 
+/// Why no model is on screen (the pretrained file is missing, opening failed) or a plain
+/// "No model is open.".
+pub fn no_model(ui: &mut egui::Ui, live: &crate::app::state::Live) {
+    ui.label(
+        live.no_model_reason
+            .as_deref()
+            .unwrap_or("No model is open."),
+    );
+}
+
 /// Bytes in KiB / MiB.
 pub fn bytes(n: usize) -> String {
     let n = n as f64;
@@ -87,10 +97,32 @@ pub fn micros(us: f64) -> String {
     }
 }
 
-/// Gives a widget an accessible name (what screen readers and the GUI tests find it by), e.g.
-/// "conv1 weights" for a row's precision selector whose visible text is only "int8".
-pub fn accessible_name(r: &egui::Response, kind: egui::Role, name: String) {
-    r.widget_info(|| egui::WidgetInfo::labeled(kind, true, name.clone()));
+/// A combo box that sets `value` to one of `choices`, each shown by `label`. `name` is its
+/// accessible name (what screen readers and the GUI tests find it by, e.g. "conv1 weights" for
+/// a selector whose visible text is only "int8"); `width` 0 keeps egui's default. Returns
+/// whether the value changed.
+pub fn choice<T: PartialEq + Copy>(
+    ui: &mut egui::Ui,
+    id: impl egui::AsIdSalt,
+    name: &str,
+    width: f32,
+    value: &mut T,
+    choices: &[T],
+    label: impl Fn(T) -> String,
+) -> bool {
+    let before = *value;
+    let mut combo = egui::ComboBox::from_id_salt(id).selected_text(label(*value));
+    if width > 0.0 {
+        combo = combo.width(width);
+    }
+    let r = combo.show_ui(ui, |ui| {
+        for &c in choices {
+            ui.selectable_value(value, c, label(c));
+        }
+    });
+    r.response
+        .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, name));
+    *value != before
 }
 
 /// A horizontal bar of `fraction` (0..=1) of `width`, with a hover text.

@@ -60,10 +60,9 @@ fn an_edit_makes_a_new_revision_and_asks_for_an_evaluation() {
 #[test]
 fn bulk_edits_touch_the_targeted_layers_and_clear_their_pinned_ranges() {
     let mut w = ws();
-    let plan = w.plan.as_mut().unwrap();
-    let first = plan.layers[0].layer.clone();
-    plan.ranges.push(PointRange {
-        point: format!("{first}.weight.fq"),
+    let first = w.plan.as_ref().unwrap().layers[0].layer.clone();
+    let range = |point: &str| PointRange {
+        point: point.into(),
         value: "x".into(),
         dtype: crate::quant::scheme::QDtype::S8,
         scheme: crate::quant::scheme::Scheme::Symmetric,
@@ -71,13 +70,21 @@ fn bulk_edits_touch_the_targeted_layers_and_clear_their_pinned_ranges() {
         max: vec![1.0],
         scale: vec![1.0 / 127.0],
         zero_point: vec![0],
-    });
+    };
+    w.pin_range(
+        &first,
+        TensorRole::Weight,
+        range(&format!("{first}.weight.fq")),
+    );
+    // An output point is named after the value it quantizes, not after the layer.
+    w.pin_range(&first, TensorRole::Output, range("relu1.fq"));
+    assert_eq!(w.plan_to_evaluate().unwrap().ranges.len(), 2);
     w.apply(PlanCommand::Edit(
         Target::All,
         PlanEdit::Weights(Precision::Fp16),
     ))
     .unwrap();
-    let plan = w.plan.as_ref().unwrap();
+    let plan = w.plan_to_evaluate().unwrap();
     assert!(plan.layers.iter().all(|l| l.precision == Precision::Fp16));
     assert!(
         plan.ranges.is_empty(),
