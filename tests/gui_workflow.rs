@@ -80,22 +80,26 @@ fn settled(a: &StudioApp) -> bool {
 
 /// Opens the combo box named `combo` and picks `item` (the popup opens on the next frames).
 fn choose(h: &mut Harness<'_, StudioApp>, combo: &str, item: &str) {
-    for _ in 0..5 {
-        h.get_by_label(combo).click();
-        h.run_steps(3);
-        if h.query_by_label(item).is_some() {
-            h.get_by_label(item).click();
-            h.run_steps(2);
-            return;
-        }
-    }
-    panic!("the {combo} selector did not offer {item}");
+    h.get_by_label(combo).click();
+    h.run_steps(3);
+    let rect = h.get_by_label(combo).rect();
+    assert!(
+        h.query_by_label(item).is_some(),
+        "the {combo} selector (at {rect:?}) did not open or does not offer {item}"
+    );
+    h.get_by_label(item).click();
+    h.run_steps(2);
 }
 
 #[test]
 fn changing_a_layers_precision_updates_the_summary_to_the_librarys_numbers() {
     let mut h = harness(None);
     step_until(&mut h, "the default plan's evaluation", settled);
+    // The layers table keeps its starting width (~45 % of the window) once the model is in:
+    // it once shrank to its minimum when the first frames were drawn before the model loaded,
+    // hiding the precision selectors under the centre panel.
+    let tabs_x = h.get_by_label("Histograms").rect().min.x;
+    assert!(tabs_x > 500.0, "the centre panel starts at x = {tabs_x}");
     let plan = h.state().ws.plan.clone().unwrap();
     let (float, int8) = library_accuracy(&plan);
     let c = &h.state().ws.current_eval().unwrap().eval.comparison;

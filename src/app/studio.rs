@@ -573,17 +573,28 @@ impl StudioApp {
             // The layers table starts at ~45 % of a 1280-wide window and never takes more than
             // 60 %: the centre keeps the rest.
             let width = ui.available_width();
+            let start = (width * 0.45).min(LAYERS_WIDTH);
             let mut panel = egui::Panel::left("layers_panel")
                 .resizable(true)
                 .min_size(240.0)
-                .max_size((width * 0.6).max(240.0));
+                .max_size((width * 0.6).max(240.0))
+                .default_size(start);
             // The window may start tiny before the window system sizes it: set the width once
-            // the window is a real size (the panel remembers it, and the user's resizing).
-            if !self.layers_sized && width >= 800.0 {
-                panel = panel.exact_size((width * 0.45).min(LAYERS_WIDTH));
+            // the window is a real size (the panel remembers it, and the user's resizing). It
+            // is forced until a frame shows it (egui may discard the first pass of a frame).
+            let sizing = !self.layers_sized && width >= 800.0;
+            if sizing {
+                panel = panel.exact_size(start);
+            }
+            // egui stores a panel's width as the width its contents used: fill it, or a frame
+            // drawn before the model loads ("Loading…") would shrink the panel for good.
+            let shown = panel.show(ui, |ui| {
+                ui.set_min_width(ui.available_width());
+                layers.ui(ui, &mut cx)
+            });
+            if sizing && (shown.response.rect.width() - start).abs() < 2.0 {
                 self.layers_sized = true;
             }
-            panel.show(ui, |ui| layers.ui(ui, &mut cx));
             egui::CentralPanel::default().show(ui, |ui| {
                 ui.add_space(4.0);
                 // Tabs wrap onto a second line in a narrow window rather than clip.

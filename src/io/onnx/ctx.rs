@@ -182,10 +182,21 @@ impl<'a, 'm> NodeCtx<'a, 'm> {
             Val::Const(c) => Ok(Some(c)),
             Val::Init(t) => {
                 let c = Rc::new(decode(t, self.name)?);
+                self.imp.elem_types.insert(name, t.data_type);
                 self.imp.names.insert(name, Val::Const(c.clone()));
                 Ok(Some(c))
             }
         }
+    }
+
+    /// The ONNX element type of input `i` when it is an initializer (`None` for activations
+    /// and Constant outputs).
+    pub fn input_elem_type(&self, i: usize) -> Result<Option<i32>, OnnxError> {
+        let name = self.input_name(i)?;
+        Ok(match self.lookup(name)? {
+            Val::Init(t) => Some(t.data_type),
+            _ => self.imp.elem_types.get(name).copied(),
+        })
     }
 
     /// Input `i` as a graph value; a constant becomes a parameter named after it (once, shared

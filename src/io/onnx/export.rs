@@ -135,10 +135,28 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
             .filter(|(k, _)| skip == 0 || *k == 0)
             .for_each(|(_, &v)| used_otherwise[v] = true);
     }
+    // A weight read only by its fake quantizer is written in its quantized storage type (the
+    // quantizer's output as an INT8/INT4/FLOAT16 initializer), not as f32.
+    let mut readers = vec![0usize; g.values.len()];
+    for n in &g.nodes {
+        n.inputs.iter().for_each(|&v| readers[v] += 1);
+    }
+    let stored = |n: &crate::graph::Node| {
+        let w = n.inputs[0];
+        g.param_of(w).is_some() && readers[w] == 1 && !g.outputs.contains(&w)
+    };
     let mut skip_param = vec![false; g.params.len()];
+    for n in &g.nodes {
+        if matches!(n.op, OpKind::FakeQuant(_)) && stored(n) {
+            skip_param[g.param_of(n.inputs[0]).expect("a stored weight")] = true;
+        }
+    }
     for (v, val) in g.values.iter().enumerate() {
-        if let crate::graph::Source::Param(p) = val.source {
-            skip_param[p] = qparam[v] && !used_otherwise[v];
+        if let crate::graph::Source::Param(p) = val.source
+            && qparam[v]
+            && !used_otherwise[v]
+        {
+            skip_param[p] = true;
         }
     }
     let mut initializer: Vec<TensorProto> = g
@@ -151,7 +169,8 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
     let mut node = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
         if let OpKind::FakeQuant(a) = &n.op {
-            let (nodes, inits) = super::qdq::fake_quant(g, n, a, name(n.output), opset)?;
+            let (nodes, inits) =
+                super::qdq::fake_quant(g, n, a, name(n.output), opset, stored(n))?;
             node.extend(nodes);
             initializer.extend(inits);
             continue;

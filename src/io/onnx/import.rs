@@ -58,6 +58,22 @@ pub(crate) struct Importer<'m> {
     pub opset: i64,
     /// The model input's declared batch size when it is fixed rather than symbolic.
     pub static_batch: Option<usize>,
+    /// ONNX element type of each initializer decoded so far (a zero point's type is its grid).
+    pub elem_types: HashMap<&'m str, i32>,
+    /// Outputs of imported `QuantizeLinear` nodes (fake quantizers) and the grid each stands
+    /// for, so that the `DequantizeLinear` reading one can check it uses the same grid.
+    pub quantized: HashMap<ValueId, QdqGrid>,
+}
+
+/// The grid of a QuantizeLinear / DequantizeLinear node: integer range, scales, zero points and
+/// the per-channel axis (`None` per tensor).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QdqGrid {
+    pub qmin: i32,
+    pub qmax: i32,
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i64>,
+    pub axis: Option<usize>,
 }
 
 impl<'m> Importer<'m> {
@@ -327,6 +343,8 @@ fn import_graph(graph: &GraphProto, opset: i64) -> Result<Graph, OnnxError> {
         taken_log: Vec::new(),
         opset,
         static_batch,
+        elem_types: HashMap::new(),
+        quantized: HashMap::new(),
     };
     // Reserve every ONNX name so generated names never collide with one.
     for n in &graph.node {

@@ -5,7 +5,10 @@
 //! per tensor with scalar scale and zero point, per channel with 1-D ones and the `axis`
 //! attribute. The grid picks the zero point's type: u8 -> UINT8, s8 -> INT8, and the 4-bit grids
 //! -> UINT4 / INT4 (opset 21, where QuantizeLinear takes them). An fp16 quantizer becomes
-//! `Cast(float16) -> Cast(float)`. Scale and zero point are the effective values the fake
+//! `Cast(float16) -> Cast(float)`. A weight (a parameter read only by its quantizer) is stored
+//! quantized instead, as ONNX Runtime's own QDQ files do: its integers as an INT8 / INT4
+//! initializer read by `DequantizeLinear` alone, or FLOAT16 values read by `Cast(float)`, so the
+//! file is about as small as the integer bundle. Scale and zero point are the effective values the fake
 //! quantizer uses (`|s|` floored at f32 epsilon, the zero point rounded and clamped).
 //!
 //! ONNX quantizes `x / s` with round-half-to-even while qatlas multiplies by `1/s`: the two agree
@@ -15,7 +18,7 @@ use super::OnnxError;
 use super::proto::{AttributeProto, NodeProto, TensorProto, tensor_proto::DataType};
 use super::tensor::encode_f32;
 use crate::graph::{Graph, Node};
-use crate::ops::fake_quant::{effective_scale, effective_zero_point};
+use crate::ops::fake_quant::{effective_scale, effective_zero_point, quantize_unclamped};
 use crate::ops::{FakeQuantAttrs, QuantGrid};
 use crate::tensor::slice;
 
@@ -81,6 +84,7 @@ pub(crate) fn fake_quant(
     a: &FakeQuantAttrs,
     out: String,
     opset: i64,
+    stored_weight: bool,
 ) -> Result<(Vec<NodeProto>, Vec<TensorProto>), OnnxError> {
     let err = |problem: String| OnnxError::Export {
         node: n.name.clone(),
@@ -89,6 +93,30 @@ pub(crate) fn fake_quant(
     };
     let x = g.values[n.inputs[0]].name.clone();
     let (qmin, qmax) = match a.grid {
+        QuantGrid::Fp16 if stored_weight => {
+            // The weight as FLOAT16, cast back to float where it is read.
+            let w = &g.params[g.param_of(n.inputs[0]).expect("a stored weight")].tensor;
+            let half = format!("{}.half", n.name);
+            let raw_data = slice(w)
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes())
+                .collect();
+            let init = TensorProto {
+                name: half.clone(),
+                dims: w.shape().iter().map(|&d| d as i64).collect(),
+                data_type: DataType::Float16 as i32,
+                raw_data,
+                ..Default::default()
+            };
+            let cast = node(
+                format!("{}.cast_float", n.name),
+                "Cast",
+                vec![half],
+                out,
+                vec![attr_int("to", DataType::Float as i64)],
+            );
+            return Ok((vec![cast], vec![init]));
+        }
         QuantGrid::Fp16 => {
             let mid = format!("{}.half", n.name);
             let to = |t: DataType| vec![attr_int("to", t as i64)];
@@ -150,6 +178,25 @@ pub(crate) fn fake_quant(
         .into_iter()
         .collect();
     let q = format!("{}.q", n.name);
+    if stored_weight {
+        // The weight's integers, dequantized where they are read.
+        let w = &g.params[g.param_of(n.inputs[0]).expect("a stored weight")].tensor;
+        let ints = quantized_weight(slice(w), w.shape(), a.axis, &scale, &zp, qmin, qmax);
+        let init = TensorProto {
+            dims: w.shape().iter().map(|&d| d as i64).collect(),
+            ..encode_zero_points(&q, &[], &ints, dt)
+        };
+        let mut inits = inits;
+        inits.push(init);
+        let dq = node(
+            format!("{}.dequantize", n.name),
+            "DequantizeLinear",
+            vec![q, s_name, z_name],
+            out,
+            axis,
+        );
+        return Ok((vec![dq], inits));
+    }
     let nodes = vec![
         node(
             format!("{}.quantize", n.name),
@@ -167,6 +214,32 @@ pub(crate) fn fake_quant(
         ),
     ];
     Ok((nodes, inits))
+}
+
+/// The integers a fake quantizer maps weight `w` to (per channel along `axis`), with the
+/// same arithmetic as the op (`round_half_even(x · (1/s)) + zp`, clamped).
+fn quantized_weight(
+    w: &[f32],
+    shape: &[usize],
+    axis: Option<usize>,
+    scale: &[f32],
+    zp: &[i32],
+    qmin: i32,
+    qmax: i32,
+) -> Vec<i32> {
+    let inner: usize = match axis {
+        Some(a) => shape[a + 1..].iter().product(),
+        None => w.len().max(1),
+    };
+    let c = scale.len();
+    w.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let ch = if c == 1 { 0 } else { (i / inner) % c };
+            let q = quantize_unclamped(x, 1.0 / scale[ch], zp[ch] as f32);
+            (q.clamp(qmin as f32, qmax as f32)) as i32
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -143,6 +143,13 @@ pub(crate) fn decode(t: &TensorProto, node: &str) -> Result<Const, OnnxError> {
         data_type: t.data_type,
         problem: "which is not an ONNX data type".into(),
     })?;
+    if matches!(dt, DataType::Int4 | DataType::Uint4) {
+        let data = unpack_4bit(t, n, dt == DataType::Int4).map_err(err)?;
+        return Ok(Const {
+            dims,
+            data: ConstData::I64(data),
+        });
+    }
     let (size, float) = layout(dt).ok_or_else(|| OnnxError::DataType {
         node: node.to_string(),
         tensor: t.name.clone(),
@@ -224,6 +231,41 @@ pub(crate) fn decode(t: &TensorProto, node: &str) -> Result<Const, OnnxError> {
     };
     debug_assert!(float == matches!(data, ConstData::F32(_)));
     Ok(Const { dims, data })
+}
+
+/// The `n` values of a 4-bit tensor, packed two per byte (low nibble first) in `raw_data`, or
+/// one byte per `int32_data` entry; `signed` for INT4 (sign-extended nibbles).
+fn unpack_4bit(t: &TensorProto, n: usize, signed: bool) -> Result<Vec<i64>, String> {
+    let want = n.div_ceil(2);
+    let bytes: Vec<u8> = if !t.raw_data.is_empty() {
+        if t.raw_data.len() != want {
+            return Err(format!(
+                "declares dimensions {:?} ({n} 4-bit elements, {want} bytes) but holds {} bytes",
+                t.dims,
+                t.raw_data.len()
+            ));
+        }
+        t.raw_data.clone()
+    } else {
+        if t.int32_data.len() != want {
+            return Err(format!(
+                "declares dimensions {:?} ({n} 4-bit elements) but its int32_data holds {} packed bytes and raw_data is empty",
+                t.dims,
+                t.int32_data.len()
+            ));
+        }
+        t.int32_data.iter().map(|&v| v as u8).collect()
+    };
+    let nibble = |b: u8| -> i64 {
+        if signed {
+            (((b & 0x0f) << 4) as i8 >> 4) as i64
+        } else {
+            (b & 0x0f) as i64
+        }
+    };
+    Ok((0..n)
+        .map(|i| nibble(bytes[i / 2] >> (4 * (i % 2))))
+        .collect())
 }
 
 /// An f32 tensor as a `TensorProto` with little-endian `raw_data`.

@@ -10,7 +10,7 @@
 use super::super::OnnxError;
 use super::super::ctx::{NodeCtx, Out};
 use super::super::registry::Registry;
-use crate::graph::ValueId;
+use crate::graph::{Source, ValueId};
 use crate::ops::OpKind;
 use crate::tensor::from_vec;
 
@@ -33,12 +33,20 @@ fn gemm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         return Ok(None);
     }
     let Some(b) = ctx.input_const(1)? else {
+        let bv = ctx.input_value(1, false)?;
+        // A fake-quantized weight (a QDQ model): Linear on it, as for a constant B.
+        if trans_b
+            && alpha == 1.0
+            && let Some([n, _]) = weight_fq_shape(ctx, bv)
+        {
+            let a = ctx.input_value(0, false)?;
+            return linear(ctx, a, bv, n, beta);
+        }
         // B is an activation: MatMul, then alpha and C.
         if trans_b {
             return Ok(None);
         }
         let a = ctx.input_value(0, false)?;
-        let bv = ctx.input_value(1, false)?;
         let mut y = ctx.emit(OpKind::MatMul, &[a, bv])?;
         if alpha != 1.0 {
             let s = ctx.add_param(
@@ -80,6 +88,35 @@ fn gemm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         );
         ctx.add_param(&hint, from_vec(&[n, k], wt), true)?
     };
+    linear(ctx, a, w, n, beta)
+}
+
+/// The [out, in] shape of `v` when it is a fake quantizer's output over a stored parameter.
+fn weight_fq_shape(ctx: &NodeCtx<'_, '_>, v: ValueId) -> Option<[usize; 2]> {
+    let g = &ctx.imp.g;
+    let Source::Node(i) = g.values[v].source else {
+        return None;
+    };
+    let n = &g.nodes[i];
+    if !matches!(n.op, OpKind::FakeQuant(_))
+        || !matches!(g.values[n.inputs[0]].source, Source::Param(_))
+    {
+        return None;
+    }
+    match ctx.imp.shapes[v].as_deref() {
+        Some(&[o, k]) => Some([o, k]),
+        _ => None,
+    }
+}
+
+/// `Linear(a, w)` with `n` outputs, plus `beta·C` (the bias when it is a vector).
+fn linear(
+    ctx: &mut NodeCtx<'_, '_>,
+    a: ValueId,
+    w: ValueId,
+    n: usize,
+    beta: f32,
+) -> Result<Option<Out>, OnnxError> {
     // A vector C (after broadcasting) is the bias.
     let c = if ctx.has_input(2) && beta != 0.0 {
         ctx.input_const(2)?

@@ -7,6 +7,7 @@ mod elementwise;
 mod gemm;
 mod norm;
 mod pool;
+mod quant;
 mod shape;
 
 use super::OnnxError;
@@ -20,6 +21,7 @@ pub(crate) fn register_all_ops(reg: &mut Registry) {
     gemm::register(reg);
     norm::register(reg);
     pool::register(reg);
+    quant::register(reg);
     shape::register(reg);
 }
 

@@ -1,5 +1,6 @@
 //! ONNX shape and plumbing ops: `Flatten`, `Reshape` (to a constant shape), `Identity`,
-//! `Constant` and `Cast` (folded for constants; float-to-float casts of activations vanish).
+//! `Constant` and `Cast` (folded for constants; float-to-float casts of activations vanish; a
+//! cast to float16 is an fp16 fake quantizer).
 //!
 //! A model exported with a fixed batch size often reshapes to `[batch, -1]` with the batch size
 //! written out; qatlas runs any batch size, so when the input's batch axis is fixed and a Reshape
@@ -11,7 +12,7 @@ use super::super::ctx::{NodeCtx, Out};
 use super::super::proto::tensor_proto::DataType;
 use super::super::registry::Registry;
 use super::super::tensor::{Const, ConstData};
-use crate::ops::{FlattenAttrs, OpKind, ReshapeAttrs};
+use crate::ops::{FakeQuantAttrs, FlattenAttrs, OpKind, QuantGrid, ReshapeAttrs};
 use std::rc::Rc;
 
 pub(super) fn register(reg: &mut Registry) {
@@ -125,7 +126,26 @@ fn cast(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
                 | DataType::Uint8
         )
     );
-    if let Some(c) = ctx.input_const(0)? {
+    let constant = ctx.input_const(0)?;
+    // A FLOAT16 initializer cast to float is an fp16 weight as qatlas writes them.
+    let half_weight = to == Some(DataType::Float)
+        && constant.is_some()
+        && ctx.input_elem_type(0)? == Some(DataType::Float16 as i32);
+    if half_weight
+        || (to == Some(DataType::Float16) && constant.as_ref().is_none_or(|c| c.f32s().is_some()))
+    {
+        // Rounding through half precision (an fp16 layer's weight or activation in a QDQ
+        // export): an fp16 fake quantizer; the Cast back to float then vanishes.
+        let trainable = constant.is_some();
+        let x = ctx.input_value(0, trainable)?;
+        let attrs = FakeQuantAttrs {
+            grid: QuantGrid::Fp16,
+            axis: None,
+            observer: None,
+        };
+        return Ok(Some(Out::Value(ctx.emit(OpKind::FakeQuant(attrs), &[x])?)));
+    }
+    if let Some(c) = constant {
         let data = match (&c.data, float, int) {
             (ConstData::F32(v), true, _) => ConstData::F32(v.clone()),
             (ConstData::I64(v), true, _) => ConstData::F32(v.iter().map(|&x| x as f32).collect()),
