@@ -229,3 +229,66 @@ fn an_onnx_model_with_the_mnist_preset_evaluates_as_the_cli_does() {
     assert!(got > 0.98, "{got}");
     h.get_by_label_contains(&format!("accuracy {}", format::percent(got)));
 }
+
+#[test]
+fn export_writes_the_plan_and_shows_the_accuracy_of_the_file_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(None);
+    step_until(&mut h, "the default plan's evaluation", settled);
+    let (sim, images) = {
+        let c = &h.state().ws.current_eval().unwrap().eval.comparison;
+        (c.quantized_accuracy, c.images)
+    };
+    let integer = match &h.state().ws.integer.as_ref().unwrap().value {
+        Ok(v) => *v,
+        Err(e) => panic!("{e}"),
+    };
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    for (label, file) in [
+        ("integer bundle (qatlas runtime)", "seed.int.safetensors"),
+        ("QDQ ONNX (ONNX Runtime, TensorRT, ...)", "seed_qdq.onnx"),
+    ] {
+        choose(&mut h, "Export format", label);
+        let path = dir.path().join(file);
+        h.state_mut().state.export.path = path.display().to_string();
+        h.run_steps(2);
+        h.get_by_label("Export to the typed path").click();
+        h.run_steps(2);
+        step_until(&mut h, "the export", |a| {
+            a.live.export.job.is_none()
+                && a.live
+                    .export
+                    .last
+                    .as_ref()
+                    .is_some_and(|d| d.result.as_ref().map_or(true, |r| r.path == path))
+        });
+        let done = h.state().live.export.last.as_ref().unwrap();
+        let r = done.result.as_ref().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.bytes, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(done.simulated, Some(sim));
+        let (acc, n) = r.accuracy.unwrap();
+        assert_eq!(n, images);
+        // Read back independently of the studio: the same accuracy on the same images.
+        let test = split(Split::Test, images);
+        let norm = Normalization::mnist();
+        let again = if file.ends_with(".onnx") {
+            let m = load_any(&path).unwrap();
+            qatlas::train::evaluate(&m.graph, &test, &m.meta.normalization, 250)
+                .unwrap()
+                .accuracy
+        } else {
+            let m = qatlas::runtime::IntModel::load(&path).unwrap();
+            // The bundle is the plan on the integer runtime: the summary's integer accuracy.
+            assert_eq!((acc, n), integer);
+            qatlas::runtime::eval::evaluate(&m, &test, &norm, 250)
+                .unwrap()
+                .accuracy
+        };
+        assert_eq!(acc, again, "{file}");
+        // int8 seed-cnn: the file is within 0.2 pp of the simulation and 3x smaller than f32.
+        assert!((acc - sim).abs() <= 0.002, "{file}: {acc} vs {sim}");
+        assert!(r.compression() > 3.0, "{file}: {}", r.compression());
+        h.get_by_label_contains(&format!("{} on {n} test images", format::percent(acc)));
+    }
+}

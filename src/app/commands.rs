@@ -51,6 +51,7 @@ impl StudioApp {
                 Err(why) => self.live.error(why),
             },
             Command::SetNormalization(n) => self.renormalise(n),
+            Command::Export(c) => self.apply_export(c, frame),
         }
     }
 
@@ -260,6 +261,27 @@ impl StudioApp {
                     d.set_title("Save the quantized model as")
                         .add_filter("qatlas model", &["safetensors"])
                         .set_file_name(name)
+                        .save_file(),
+                )
+            }
+            Pick::ExportPath(format, _) => {
+                let stem = self
+                    .live
+                    .model
+                    .as_ref()
+                    .map(|v| v.model.graph.name.clone())
+                    .unwrap_or_else(|| "model".into());
+                let (kind, suffix) = match format {
+                    crate::jobs::ExportFormat::OnnxQdq => ("QDQ ONNX", "_qdq.onnx"),
+                    crate::jobs::ExportFormat::Bundle => {
+                        ("qatlas integer bundle", ".int.safetensors")
+                    }
+                    crate::jobs::ExportFormat::OnnxFloat => ("float ONNX", "_float.onnx"),
+                };
+                Box::pin(
+                    d.set_title("Export the model as")
+                        .add_filter(kind, &[format.extension()])
+                        .set_file_name(format!("{stem}{suffix}"))
                         .save_file(),
                 )
             }

@@ -15,6 +15,7 @@
 pub mod bench_control;
 pub mod bench_run;
 pub mod commands;
+pub mod export_control;
 pub mod format;
 pub mod frame_times;
 pub mod panels;

@@ -59,6 +59,8 @@ pub enum Command {
     Plan(PlanCommand),
     /// Give the model on screen this input normalisation (a copy is made on a worker).
     SetNormalization(Normalization),
+    /// Write the converted model (the Export tab).
+    Export(super::export_control::ExportCommand),
     /// Hide the notice in the status line.
     DismissNotice,
     /// Hide the typed-path field of the top bar.
@@ -246,6 +248,8 @@ pub enum Pick {
     DataDir,
     SavePath,
     QatSavePath,
+    /// Where to export, in this format and opset.
+    ExportPath(crate::jobs::ExportFormat, i64),
 }
 
 /// What opening a model file gave.
@@ -374,6 +378,8 @@ pub struct Live {
     pub tasks: Vec<Task<Outcome>>,
     /// A file dialog could not be shown: the top bar asks for a typed path instead.
     pub path_prompt: Option<Pick>,
+    /// The Export tab's running export and latest result.
+    pub export: super::export_control::ExportRun,
 }
 
 impl Live {
@@ -398,6 +404,7 @@ impl Live {
             notice: None,
             tasks: Vec::new(),
             path_prompt: None,
+            export: Default::default(),
         }
     }
 
@@ -439,6 +446,7 @@ impl Live {
                 .as_ref()
                 .is_some_and(|r| r.is_active() && !r.paused)
             || self.bench.running.is_some()
+            || self.export.job.is_some()
     }
 
     /// What runs in the background, for the status line.

@@ -5,11 +5,13 @@
 //! evaluating, writing a file, waiting for a file dialog) runs on worker threads that wake the UI
 //! through the injected [`Waker`].
 
+use super::export_control::ExportCommand;
 use super::frame_times::FrameTimes;
 use super::panels::bench::BenchPanel;
 use super::panels::calibration::CalibrationPanel;
 use super::panels::curves::CurvesPanel;
 use super::panels::data::DataPanel;
+use super::panels::export::ExportPanel;
 use super::panels::histograms::HistogramsPanel;
 use super::panels::layers::LayersPanel;
 use super::panels::model::ModelPanel;
@@ -50,18 +52,20 @@ pub enum CentralTab {
     Calibration,
     Qat,
     Bench,
+    Export,
     Curves,
 }
 
 impl CentralTab {
     /// Every tab with its title, in the order the tab bar shows them.
-    pub const ALL: [(CentralTab, &'static str); 7] = [
+    pub const ALL: [(CentralTab, &'static str); 8] = [
         (CentralTab::Data, "Model & data"),
         (CentralTab::Histograms, "Histograms"),
         (CentralTab::Sensitivity, "Sensitivity"),
         (CentralTab::Calibration, "Calibration"),
         (CentralTab::Qat, "QAT"),
         (CentralTab::Bench, "Benchmarks"),
+        (CentralTab::Export, "Export"),
         (CentralTab::Curves, "Training"),
     ];
 }
@@ -87,6 +91,8 @@ pub struct StudioState {
     pub calibration: CalibrationPanel,
     #[serde(default)]
     pub data: DataPanel,
+    #[serde(default)]
+    pub export: ExportPanel,
     pub central: CentralTab,
 }
 
@@ -131,6 +137,7 @@ impl StudioApp {
             sensitivity: SensitivityPanel::default(),
             calibration: CalibrationPanel::default(),
             data: DataPanel::default(),
+            export: ExportPanel::default(),
             central: CentralTab::default(),
         };
         let mut app = StudioApp {
@@ -198,6 +205,7 @@ impl StudioApp {
         }
         self.pump_qat(deadline);
         self.pump_bench();
+        self.pump_export();
         let effects = self.plan_jobs.drain(&mut self.ws);
         self.run_effects(effects);
     }
@@ -438,6 +446,11 @@ impl StudioApp {
                     Pick::DataDir => Command::OpenData(path),
                     Pick::SavePath => Command::SaveModel(path),
                     Pick::QatSavePath => Command::Qat(QatCommand::Save(path)),
+                    Pick::ExportPath(format, opset) => Command::Export(ExportCommand::Run {
+                        format,
+                        opset,
+                        path,
+                    }),
                 };
                 self.apply(cmd, None);
             }
@@ -560,6 +573,7 @@ impl StudioApp {
                 sensitivity,
                 calibration,
                 data,
+                export,
                 central,
             } = &mut self.state;
             let mut cx = FrameCtx::new(&self.live, settings, &self.ws, &mut commands);
@@ -620,6 +634,11 @@ impl StudioApp {
                     }
                     CentralTab::Qat => qat.ui(ui, &mut cx),
                     CentralTab::Bench => bench.ui(ui, &mut cx),
+                    CentralTab::Export => {
+                        egui::ScrollArea::vertical()
+                            .auto_shrink([false, false])
+                            .show(ui, |ui| export.ui(ui, &mut cx));
+                    }
                     CentralTab::Curves => {
                         egui::Panel::left("training_form")
                             .resizable(true)

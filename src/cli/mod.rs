@@ -47,7 +47,7 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
-    /// Write a model as float ONNX (or as a native .safetensors file).
+    /// Write a model as QDQ ONNX, integer bundle, float ONNX or native file; reads it back and measures it.
     Export(export::ExportArgs),
     /// Post-training quantization: calibrate, compare with float, write plan or model.
     Ptq(ptq::PtqArgs),

@@ -12,4 +12,4 @@ pub mod onnx;
 
 pub use error::IoError;
 pub use model_file::{Model, ModelMeta, load_model, save_model};
-pub use onnx::{load_any, load_onnx, save_onnx};
+pub use onnx::{load_any, load_onnx, save_onnx, save_onnx_with};

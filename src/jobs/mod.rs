@@ -5,10 +5,12 @@
 //! of egui.
 
 pub mod analysis;
+pub mod export;
 pub mod qat;
 pub mod sweep;
 
 pub use analysis::{PlanEvent, PlanRequest, PlanWorker};
+pub use export::{ExportFormat, ExportReport, ExportSpec};
 pub use qat::{QatEvent, QatOutcome, QatSpec, run_qat};
 pub use sweep::{IntegerCheck, SweepDone};
 
@@ -45,7 +47,9 @@ pub enum JobEvent {
     Latency(Result<Arc<crate::bench::latency::PlanLatency>, String>),
     /// Accuracy and images of a plan converted to the integer runtime.
     IntegerAccuracy(Result<(f64, usize), String>),
-    /// The job stopped with an error (already formatted for a person).
+    /// A file written and read back (or why not).
+    Exported(Result<ExportReport, String>),
+    /// The job stopped with an error (already formatted for a person), or its worker panicked.
     Failed(String),
 }
 
@@ -108,9 +112,23 @@ impl Job {
             tx: Mutex::new(tx),
             waker,
         };
+        let what = name.to_string();
         let handle = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || work(&out, &flag))?;
+            .spawn(move || {
+                // A panicking worker must not leave the window waiting: it reports and ends.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&out, &flag)));
+                if let Err(p) = r {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    out.send(JobEvent::Failed(format!(
+                        "the {what} worker crashed ({msg}); the window keeps running, please report it"
+                    )));
+                }
+            })?;
         Ok(Job {
             rx,
             control,
@@ -240,5 +258,33 @@ mod tests {
         assert!(t.pass(&TrainEvent::Epoch(rec)));
         std::thread::sleep(std::time::Duration::from_millis(25));
         assert!(t.pass(&step(3)), "after 20 ms a step passes again");
+    }
+
+    #[test]
+    fn a_panicking_worker_reports_a_failure_and_ends() {
+        let job = Job::spawn("test", Arc::new(|| {}), |out, _| {
+            out.send(JobEvent::Evaluated(EvalResult {
+                loss: 0.0,
+                accuracy: 0.5,
+                images: 2,
+                images_per_s: 1.0,
+            }));
+            panic!("injected fault at step {}", 7);
+        })
+        .unwrap();
+        while !job.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let events = job.drain();
+        assert!(matches!(events[0], JobEvent::Evaluated(_)), "{events:?}");
+        match &events[1..] {
+            [JobEvent::Failed(m)] => {
+                assert!(
+                    m.contains("test worker crashed") && m.contains("injected fault at step 7"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

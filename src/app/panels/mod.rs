@@ -9,6 +9,7 @@ pub mod bench;
 pub mod calibration;
 pub mod curves;
 pub mod data;
+pub mod export;
 pub mod histograms;
 pub mod layers;
 pub mod model;

@@ -57,6 +57,7 @@ impl TopBar {
                     Pick::Model => "Model file to open:",
                     Pick::DataDir => "Dataset folder to open:",
                     Pick::SavePath | Pick::QatSavePath => "Save to:",
+                    Pick::ExportPath(..) => "Export to:",
                 };
                 ui.label(what);
                 let r = ui.add(
@@ -73,6 +74,13 @@ impl TopBar {
                         Pick::DataDir => Command::OpenData(p),
                         Pick::SavePath => Command::SaveModel(p),
                         Pick::QatSavePath => Command::Qat(QatCommand::Save(p)),
+                        Pick::ExportPath(format, opset) => {
+                            Command::Export(crate::app::export_control::ExportCommand::Run {
+                                format,
+                                opset,
+                                path: p,
+                            })
+                        }
                     });
                     cx.send(Command::ClosePathPrompt);
                 }

@@ -169,8 +169,7 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
     let mut node = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
         if let OpKind::FakeQuant(a) = &n.op {
-            let (nodes, inits) =
-                super::qdq::fake_quant(g, n, a, name(n.output), opset, stored(n))?;
+            let (nodes, inits) = super::qdq::fake_quant(g, n, a, name(n.output), opset, stored(n))?;
             node.extend(nodes);
             initializer.extend(inits);
             continue;

@@ -278,12 +278,22 @@ fn node_names(g: &GraphProto) -> Vec<String> {
 
 /// Imports an ONNX model from its bytes. The graph's name is the ONNX graph's.
 pub fn import_bytes(bytes: &[u8]) -> Result<Graph, OnnxError> {
+    import_with_metadata(bytes).map(|(g, _)| g)
+}
+
+/// [`import_bytes`], plus the model's `metadata_props` (key, value).
+pub fn import_with_metadata(bytes: &[u8]) -> Result<(Graph, Vec<(String, String)>), OnnxError> {
     let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
         reason: e.to_string(),
     })?;
     let opset = default_opset(&model)?;
     let graph = model.graph.as_ref().ok_or(OnnxError::NoGraph)?;
-    import_graph(graph, opset)
+    let meta = model
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    Ok((import_graph(graph, opset)?, meta))
 }
 
 fn import_graph(graph: &GraphProto, opset: i64) -> Result<Graph, OnnxError> {

@@ -34,7 +34,7 @@ mod topo;
 
 pub use error::OnnxError;
 pub use export::{DEFAULT_OPSET, EXPORT_OPSETS, export_bytes, export_model};
-pub use import::{MAX_OPSET, MIN_OPSET, import_bytes};
+pub use import::{MAX_OPSET, MIN_OPSET, import_bytes, import_with_metadata};
 pub use registry::supported_op_types;
 
 use super::IoError;
@@ -51,15 +51,34 @@ fn onnx_err(path: &Path, error: OnnxError) -> IoError {
     }
 }
 
-/// Reads an ONNX model. Its metadata is neutral: an ONNX file does not record its input
-/// preprocessing, so the normalisation is the identity and the data configuration
-/// (`--mean`/`--std`) carries the real one.
+/// Metadata keys of the input normalisation qatlas writes (comma-separated floats).
+const MEAN_KEY: &str = "qatlas.normalization.mean";
+const STD_KEY: &str = "qatlas.normalization.std";
+
+/// The normalisation recorded in a file's metadata, if it holds a valid one.
+fn recorded_normalization(meta: &[(String, String)]) -> Option<Normalization> {
+    let floats = |key: &str| -> Option<Vec<f32>> {
+        let (_, v) = meta.iter().find(|(k, _)| k == key)?;
+        v.split(',').map(|x| x.trim().parse().ok()).collect()
+    };
+    let (mean, std) = (floats(MEAN_KEY)?, floats(STD_KEY)?);
+    let ok = !mean.is_empty()
+        && mean.len() == std.len()
+        && mean.len() <= 64
+        && mean.iter().all(|m| m.is_finite())
+        && std.iter().all(|s| s.is_finite() && *s > 0.0);
+    ok.then_some(Normalization { mean, std })
+}
+
+/// Reads an ONNX model. An ONNX file does not record its input preprocessing unless qatlas
+/// wrote it (`qatlas.normalization.*` metadata); otherwise the normalisation is the identity
+/// and the data configuration (`--mean`/`--std`) carries the real one.
 pub fn load_onnx(path: &Path) -> Result<Model, IoError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::Read {
         path: path.to_path_buf(),
         source: e,
     })?;
-    let mut graph = import_bytes(&bytes).map_err(|e| onnx_err(path, e))?;
+    let (mut graph, props) = import_with_metadata(&bytes).map_err(|e| onnx_err(path, e))?;
     // Generic graph names (none, or torch.onnx's "main_graph") give way to the file's name.
     if (graph.name == "onnx-model" || graph.name == "main_graph")
         && let Some(stem) = path.file_stem()
@@ -75,7 +94,7 @@ pub fn load_onnx(path: &Path) -> Result<Model, IoError> {
         })
         .unwrap_or(0);
     let meta = ModelMeta {
-        normalization: Normalization::identity(),
+        normalization: recorded_normalization(&props).unwrap_or_else(Normalization::identity),
         class_names: (0..classes).map(|c| c.to_string()).collect(),
         arch: None,
         train_config: None,
@@ -88,7 +107,28 @@ pub fn load_onnx(path: &Path) -> Result<Model, IoError> {
 
 /// Writes `g` as an ONNX model of the given opset, atomically.
 pub fn save_onnx(g: &Graph, path: &Path, opset: i64) -> Result<(), IoError> {
-    let bytes = export_bytes(g, opset).map_err(|e| onnx_err(path, e))?;
+    save_onnx_with(g, None, path, opset)
+}
+
+/// [`save_onnx`], recording the model's input normalisation in the file's metadata (ONNX
+/// Runtime ignores it; qatlas reads it back).
+pub fn save_onnx_with(
+    g: &Graph,
+    norm: Option<&Normalization>,
+    path: &Path,
+    opset: i64,
+) -> Result<(), IoError> {
+    let mut m = export::export_model(g, opset).map_err(|e| onnx_err(path, e))?;
+    if let Some(n) = norm {
+        let join = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        for (key, v) in [(MEAN_KEY, &n.mean), (STD_KEY, &n.std)] {
+            m.metadata_props.push(proto::StringStringEntryProto {
+                key: key.into(),
+                value: join(v),
+            });
+        }
+    }
+    let bytes = prost::Message::encode_to_vec(&m);
     super::atomic::write_atomic(path, &bytes).map_err(|e| IoError::Write {
         path: path.to_path_buf(),
         source: e,

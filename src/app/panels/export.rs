@@ -1,0 +1,201 @@
+//! The Export tab: write the current plan's quantized model (or the model on screen) as QDQ
+//! ONNX, as the native integer bundle, or as float ONNX, to a path chosen by dialog or typed;
+//! then the file's size, its ratio to the f32 parameters, and the accuracy of the file read back
+//! (by the integer runtime for the bundle, by qatlas's importer for ONNX) beside the simulated
+//! accuracy of the same plan on the same images.
+
+use super::widgets::{bytes, choice};
+use crate::app::export_control::ExportCommand;
+use crate::app::format;
+use crate::app::state::{Command, FrameCtx};
+use crate::io::onnx::EXPORT_OPSETS;
+use crate::jobs::ExportFormat;
+use eframe::egui::{self, RichText};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The tab's form.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportPanel {
+    pub format: ExportFormat,
+    /// `None`: the lowest opset the model needs, at least 17.
+    pub opset: Option<i64>,
+    pub path: String,
+}
+
+impl Default for ExportPanel {
+    fn default() -> Self {
+        ExportPanel {
+            format: ExportFormat::OnnxQdq,
+            opset: None,
+            path: String::new(),
+        }
+    }
+}
+
+fn format_label(f: ExportFormat) -> String {
+    match f {
+        ExportFormat::OnnxQdq => "QDQ ONNX (ONNX Runtime, TensorRT, ...)".into(),
+        ExportFormat::Bundle => "integer bundle (qatlas runtime)".into(),
+        ExportFormat::OnnxFloat => "float ONNX".into(),
+    }
+}
+
+impl ExportPanel {
+    pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
+        if cx.live.model.is_none() {
+            super::widgets::no_model(ui, cx.live);
+            return;
+        }
+        let min_opset = cx.live.export_min_opset(cx.ws);
+        egui::Grid::new("export_form")
+            .num_columns(2)
+            .spacing([12.0, 6.0])
+            .show(ui, |ui| {
+                ui.label("Format");
+                choice(
+                    ui,
+                    "export_format",
+                    "Export format",
+                    260.0,
+                    &mut self.format,
+                    &ExportFormat::ALL,
+                    format_label,
+                );
+                ui.end_row();
+                if self.format != ExportFormat::Bundle {
+                    ui.label("ONNX opset");
+                    ui.horizontal(|ui| {
+                        let mut auto = self.opset.is_none();
+                        ui.checkbox(&mut auto, "automatic");
+                        if auto {
+                            self.opset = None;
+                            ui.weak(format!("{}", self.effective_opset(min_opset)));
+                        } else {
+                            let mut v = self.opset.unwrap_or(self.effective_opset(min_opset));
+                            ui.add(
+                                egui::DragValue::new(&mut v)
+                                    .range(*EXPORT_OPSETS.start()..=*EXPORT_OPSETS.end()),
+                            );
+                            self.opset = Some(v);
+                        }
+                        if self.format == ExportFormat::OnnxQdq && min_opset > 13 {
+                            ui.weak("(4-bit grids are ONNX INT4/UINT4: opset 21)");
+                        }
+                    });
+                    ui.end_row();
+                }
+                ui.label("Destination");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.path)
+                        .desired_width(360.0)
+                        .hint_text(format!("/path/to/model.{}", self.format.extension())),
+                );
+                ui.end_row();
+            });
+        let blocker = cx.live.export_blocker(cx.ws, self.format);
+        let opset = self.effective_opset(min_opset);
+        ui.horizontal(|ui| {
+            let can = blocker.is_ok();
+            let r = ui.add_enabled(can, egui::Button::new("Export…"));
+            if let Err(why) = &blocker {
+                r.clone().on_disabled_hover_text(why.as_str());
+            }
+            if r.clicked() {
+                cx.send(Command::Export(ExportCommand::Pick {
+                    format: self.format,
+                    opset,
+                }));
+            }
+            let typed = self.path.trim();
+            let r = ui.add_enabled(
+                can && !typed.is_empty(),
+                egui::Button::new("Export to the typed path"),
+            );
+            if typed.is_empty() {
+                r.clone()
+                    .on_disabled_hover_text("type a destination path first");
+            } else if let Err(why) = &blocker {
+                r.clone().on_disabled_hover_text(why.as_str());
+            }
+            if r.clicked() {
+                cx.send(Command::Export(ExportCommand::Run {
+                    format: self.format,
+                    opset,
+                    path: PathBuf::from(typed),
+                }));
+            }
+            if let Some((p, _, _)) = &cx.live.export.running {
+                ui.spinner();
+                ui.label(format!("writing {} and reading it back…", p.display()));
+            } else if let Err(why) = &blocker {
+                ui.weak(why.as_str());
+            }
+        });
+        ui.separator();
+        self.result(ui, cx);
+        ui.add_space(8.0);
+        ui.weak(
+            "ONNX Runtime's default graph optimisations fuse QDQ pairs into its integer \
+             kernels, whose AVX2 path rounds differently: expect a few logits to differ there. \
+             With optimisations disabled it computes what qatlas simulates.",
+        );
+    }
+
+    fn effective_opset(&self, min_opset: i64) -> i64 {
+        self.opset
+            .unwrap_or(min_opset.max(crate::io::onnx::DEFAULT_OPSET))
+    }
+
+    fn result(&self, ui: &mut egui::Ui, cx: &FrameCtx<'_>) {
+        let Some(done) = &cx.live.export.last else {
+            ui.weak("Nothing exported yet in this session.");
+            return;
+        };
+        let r = match &done.result {
+            Ok(r) => r,
+            Err(e) => {
+                ui.label(RichText::new(e).color(ui.visuals().error_fg_color));
+                return;
+            }
+        };
+        let stale = done.rev.is_some_and(|rev| rev != cx.ws.rev);
+        egui::Grid::new("export_result")
+            .num_columns(2)
+            .spacing([12.0, 4.0])
+            .show(ui, |ui| {
+                ui.label("Written");
+                ui.label(format!("{} ({})", r.path.display(), r.format.name()));
+                ui.end_row();
+                ui.label("File size");
+                ui.label(format!(
+                    "{}, {:.2}x smaller than the f32 parameters ({})",
+                    bytes(r.bytes as usize),
+                    r.compression(),
+                    bytes(r.float_bytes as usize)
+                ));
+                ui.end_row();
+                if let Some((acc, n)) = r.accuracy {
+                    ui.label("Accuracy of the file");
+                    ui.label(format!(
+                        "{} on {n} test images, {}",
+                        format::percent(acc),
+                        r.measured_by
+                    ));
+                    ui.end_row();
+                    if let Some(sim) = done.simulated {
+                        ui.label("Plan (simulated)");
+                        let d = (acc - sim) * 100.0;
+                        ui.label(format!(
+                            "{} on the same images: the file differs by {d:+.2} pp",
+                            format::percent(sim)
+                        ));
+                        ui.end_row();
+                    }
+                }
+            });
+        if stale {
+            ui.weak("The plan has changed since this export.");
+        }
+    }
+}
