@@ -105,6 +105,17 @@ pub fn export(
 ) -> Result<ExportReport, String> {
     let path = &spec.path;
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if ext.as_deref() != Some(spec.format.extension()) {
+        return Err(format!(
+            "{}: {} is written as a .{} file",
+            path.display(),
+            spec.format.name(),
+            spec.format.extension()
+        ));
+    }
     let need_quantized = || {
         quantized.ok_or_else(|| {
             format!(

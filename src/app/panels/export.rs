@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 /// The tab's form.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExportPanel {
     pub format: ExportFormat,
     /// `None`: the lowest opset the model needs, at least 17.
@@ -31,6 +32,22 @@ impl Default for ExportPanel {
             path: String::new(),
         }
     }
+}
+
+/// `path` with the extension of `to` when it has the one of `from` (a typed path follows the
+/// format).
+fn with_extension(path: &str, from: ExportFormat, to: ExportFormat) -> String {
+    let suffix = |f: ExportFormat| match f {
+        ExportFormat::OnnxQdq => "_qdq.onnx",
+        ExportFormat::Bundle => ".int.safetensors",
+        ExportFormat::OnnxFloat => "_float.onnx",
+    };
+    for old in [suffix(from), &format!(".{}", from.extension())] {
+        if let Some(stem) = path.strip_suffix(old) {
+            return format!("{stem}{}", suffix(to));
+        }
+    }
+    path.to_string()
 }
 
 fn format_label(f: ExportFormat) -> String {
@@ -53,7 +70,8 @@ impl ExportPanel {
             .spacing([12.0, 6.0])
             .show(ui, |ui| {
                 ui.label("Format");
-                choice(
+                let before = self.format;
+                if choice(
                     ui,
                     "export_format",
                     "Export format",
@@ -61,10 +79,14 @@ impl ExportPanel {
                     &mut self.format,
                     &ExportFormat::ALL,
                     format_label,
-                );
+                ) {
+                    self.path = with_extension(&self.path, before, self.format);
+                }
                 ui.end_row();
-                if self.format != ExportFormat::Bundle {
-                    ui.label("ONNX opset");
+                ui.label("ONNX opset");
+                if self.format == ExportFormat::Bundle {
+                    ui.weak("- (the bundle is qatlas's own format)");
+                } else {
                     ui.horizontal(|ui| {
                         let mut auto = self.opset.is_none();
                         ui.checkbox(&mut auto, "automatic");
@@ -83,8 +105,8 @@ impl ExportPanel {
                             ui.weak("(4-bit grids are ONNX INT4/UINT4: opset 21)");
                         }
                     });
-                    ui.end_row();
                 }
+                ui.end_row();
                 ui.label("Destination");
                 ui.add(
                     egui::TextEdit::singleline(&mut self.path)
@@ -136,9 +158,9 @@ impl ExportPanel {
         self.result(ui, cx);
         ui.add_space(8.0);
         ui.weak(
-            "ONNX Runtime's default graph optimisations fuse QDQ pairs into its integer \
-             kernels, whose AVX2 path rounds differently: expect a few logits to differ there. \
-             With optimisations disabled it computes what qatlas simulates.",
+            "ONNX Runtime's default graph optimisations fuse QDQ pairs into its own integer \
+             kernels, which round differently: expect a few logits to differ there. With \
+             optimisations disabled it computes what qatlas simulates.",
         );
     }
 
@@ -197,5 +219,31 @@ impl ExportPanel {
         if stale {
             ui.weak("The plan has changed since this export.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_path_follows_the_format() {
+        use ExportFormat::*;
+        assert_eq!(
+            with_extension("/a/m_qdq.onnx", OnnxQdq, Bundle),
+            "/a/m.int.safetensors"
+        );
+        assert_eq!(
+            with_extension("/a/m.int.safetensors", Bundle, OnnxFloat),
+            "/a/m_float.onnx"
+        );
+        assert_eq!(
+            with_extension("/a/m.onnx", OnnxQdq, Bundle),
+            "/a/m.int.safetensors"
+        );
+        assert_eq!(
+            with_extension("/a/notes.txt", OnnxQdq, Bundle),
+            "/a/notes.txt"
+        );
     }
 }
