@@ -170,3 +170,16 @@ fn damaged_bundles_are_errors_naming_the_file() {
     let msg = load_err(&f);
     assert!(msg.contains("float"), "{msg}");
 }
+
+#[test]
+fn opening_a_bundle_as_a_model_says_what_it_is_and_what_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, _) = bundle(dir.path());
+    let e = qatlas::io::load_any(&p).unwrap_err().to_string();
+    assert!(
+        e.contains(&p.display().to_string())
+            && e.contains("integer bundle")
+            && e.contains("qatlas eval"),
+        "{e}"
+    );
+}

@@ -23,6 +23,7 @@ pub mod plan_jobs;
 pub mod progress;
 pub mod qat_control;
 pub mod qat_run;
+pub mod scratch;
 pub mod state;
 pub mod studio;
 pub mod task;
@@ -51,7 +52,9 @@ pub fn run(args: GuiArgs) -> anyhow::Result<()> {
             .with_min_inner_size([900.0, 600.0]),
         ..Default::default()
     };
-    eframe::run_native(
+    // Scratch folders of studios that crashed go first (off the UI thread).
+    std::thread::spawn(|| scratch::clean_stale(&scratch::root()));
+    let r = eframe::run_native(
         APP_NAME,
         options,
         Box::new(move |cc| {
@@ -60,5 +63,7 @@ pub fn run(args: GuiArgs) -> anyhow::Result<()> {
             Ok(Box::new(StudioApp::new(args, waker)))
         }),
     )
-    .map_err(|e| anyhow::anyhow!("cannot open the studio window: {e}"))
+    .map_err(|e| anyhow::anyhow!("cannot open the studio window: {e}"));
+    scratch::remove_own();
+    r
 }

@@ -47,11 +47,10 @@ impl Live {
     }
 }
 
-/// `<temp>/qatlas-studio-<pid>/<name>-run<id>.best.safetensors`: where a run's best checkpoint goes.
+/// `<scratch>/<name>-run<id>.best.safetensors`: where a run's best checkpoint goes (removed with
+/// the scratch folder when the studio closes, see [`super::scratch`]).
 fn checkpoint_path(run: u64, name: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join(format!("qatlas-studio-{}", std::process::id()))
-        .join(format!("{name}-run{run}.best.safetensors"))
+    super::scratch::own_dir().join(format!("{name}-run{run}.best.safetensors"))
 }
 
 /// Run ids, unique in the process (a late result of an older run is recognised).

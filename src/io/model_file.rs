@@ -130,6 +130,14 @@ pub fn load_model(path: &Path) -> Result<Model, IoError> {
     })?;
     match md.get(FORMAT_KEY).map(String::as_str) {
         Some(FORMAT_VERSION) => {}
+        Some(v) if v.starts_with("int-") => {
+            return Err(format_err(
+                path,
+                "this is an integer bundle (from `qatlas convert` or Export), which only the \
+                 integer runtime runs: `qatlas eval --model` and `qatlas bench e2e` take it; \
+                 open the fake-quant model or QDQ ONNX it came from to analyse or edit it",
+            ));
+        }
         Some(v) => {
             return Err(format_err(
                 path,
