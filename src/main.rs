@@ -2,7 +2,7 @@
 //! subcommand. Everything else lives in the library.
 
 use clap::Parser;
-use qatlas::cli::{Cli, Command, init_threads, run};
+use qatlas::cli::{Cli, Command, error_message, init_threads, run};
 
 fn main() {
     qatlas::kernels::alloc::retain_freed_memory();
@@ -13,7 +13,7 @@ fn main() {
         Some(cmd) => run(cmd),
     });
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_message(&e));
         std::process::exit(1);
     }
 }

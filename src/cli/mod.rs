@@ -59,6 +59,23 @@ pub enum Command {
     Convert(convert::ConvertArgs),
 }
 
+/// One message per failure: the error and its causes joined by ": ", leaving out a cause whose
+/// text the message already holds (many errors display their source as well as chaining it).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 /// Runs a headless subcommand.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
@@ -86,4 +103,20 @@ pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
             .build_global()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::error_message;
+
+    #[test]
+    fn a_missing_file_is_one_message_not_the_os_error_twice() {
+        let e =
+            crate::io::load_any(std::path::Path::new("/no/such/model.safetensors")).unwrap_err();
+        let msg = error_message(&anyhow::Error::new(e));
+        assert_eq!(msg.matches("No such file").count(), 1, "{msg}");
+        assert!(msg.contains("/no/such/model.safetensors"), "{msg}");
+        let chained = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&chained), "outer: inner");
+    }
 }
