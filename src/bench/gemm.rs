@@ -180,6 +180,9 @@ pub struct GemmRow {
     pub runs: usize,
     pub median_used_noisy_runs: bool,
     pub f32: F32Result,
+    /// Stopped before every repeat ran: the medians are of the rounds that did.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
 }
 
 /// The whole benchmark: `{"machine": ..., "results": [...]}`.
@@ -370,7 +373,8 @@ pub fn run_gemm(
     Ok(report)
 }
 
-/// Measures every kernel and the f32 GEMM on one shape; `None` if stopped part way.
+/// Measures every kernel and the f32 GEMM on one shape; `None` if stopped before one full
+/// interleaved round (a stop after that keeps the rounds measured).
 fn measure_shape(
     cfg: &GemmConfig,
     kernels: &[&'static MmmKernel],
@@ -424,14 +428,21 @@ fn measure_shape(
     // Interleaved repeats; a noisy round earns an extra one (at most `repeats` extra).
     let mut extra = 0;
     let mut round = 0;
-    while round < cfg.repeats + extra {
+    let mut stopped_early = false;
+    'rounds: while round < cfg.repeats + extra {
         if cfg.wait_quiet_s > 0.0 {
             wait_quiet(cfg.wait_quiet_s, stop);
         }
         let mut noisy = false;
         for c in 0..nconf {
             if stopped() {
-                return Ok(None);
+                if round == 0 {
+                    return Ok(None);
+                }
+                // Keep the whole rounds: every configuration the same number of runs.
+                secs.iter_mut().for_each(|s| s.truncate(round));
+                stopped_early = true;
+                break 'rounds;
             }
             let r = time_per_call(inner[c], &mut || call(c));
             noisy |= r.1 >= NOISY_CORES;
@@ -484,6 +495,7 @@ fn measure_shape(
             peak_gops: f32_peak,
             pct_of_peak: 100.0 * f32_gops / f32_peak,
         },
+        stopped_early,
     }))
 }
 

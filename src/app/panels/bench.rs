@@ -271,6 +271,22 @@ fn gemm_ui(ui: &mut egui::Ui, g: &GemmView, running: bool) {
             )
         })
         .collect();
+    let cut: Vec<String> = g
+        .rows
+        .iter()
+        .filter(|r| r.stopped_early)
+        .map(|r| format!("{} ({} runs)", shape_name(r.m, r.k, r.n), r.runs))
+        .collect();
+    if !cut.is_empty() {
+        ui.label(
+            RichText::new(format!(
+                "Stopped part way: {} kept the rounds it finished, fewer than the repeats asked for",
+                cut.join(", ")
+            ))
+            .small()
+            .color(ui.visuals().warn_fg_color),
+        );
+    }
     if !noisy.is_empty() {
         ui.label(
             RichText::new(noisy.join("; "))
