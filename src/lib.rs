@@ -2,7 +2,7 @@
 //!
 //! The library holds everything; `main.rs` only parses arguments and starts the studio window
 //! (feature `gui`) or a headless subcommand. Layers, from the bottom up (arrows point down only):
-//! `app`/`cli` -> `jobs` -> `train`/`io` -> `graph` -> `ops` -> `kernels`, with `data` beside
+//! `app`/`cli` -> `project` -> `jobs` -> `train`/`io` -> `graph` -> `ops` -> `kernels`, with `data` beside
 //! `kernels` at the bottom. Nothing below `app` knows egui. See `ARCHITECTURE.md`.
 
 pub mod analysis;
@@ -14,6 +14,7 @@ pub mod io;
 pub mod jobs;
 pub mod kernels;
 pub mod ops;
+pub mod project;
 pub mod quant;
 pub mod runtime;
 pub mod tensor;

@@ -50,14 +50,14 @@ pub struct SweepConfig {
 }
 
 /// Accuracy and logit SQNR of one variant.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub accuracy: f64,
     pub output_sqnr_db: Option<f64>,
 }
 
 /// One layer's row.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct LayerSensitivity {
     pub layer: String,
     pub op: String,

@@ -22,6 +22,24 @@ use std::time::Instant;
 impl StudioApp {
     /// Applies one command. `frame` parents file dialogs when given.
     pub fn apply(&mut self, cmd: Command, frame: Option<&eframe::Frame>) {
+        if let Some(lost) = self.would_lose(&cmd) {
+            self.live.confirm = Some(super::state::Confirm {
+                lost,
+                pending: super::state::Pending::Command(Box::new(cmd)),
+            });
+            return;
+        }
+        // An old error does not stay on screen while the user goes on.
+        if starts_work(&cmd)
+            && self
+                .live
+                .notice
+                .as_ref()
+                .is_some_and(|n| n.level == super::state::Level::Error)
+        {
+            self.live.notice = None;
+            self.live.show_notice_details = false;
+        }
         match cmd {
             Command::PickModel => self.dialog(Pick::Model, frame),
             Command::OpenModel(path) => self.open_model(path),
@@ -52,6 +70,84 @@ impl StudioApp {
             },
             Command::SetNormalization(n) => self.renormalise(n),
             Command::Export(c) => self.apply_export(c, frame),
+            Command::Project(c) => self.apply_project(c, frame),
+            Command::Confirm(a) => self.answer(a, frame),
+            Command::ShowShortcuts(on) => self.live.show_shortcuts = on,
+            Command::ShowNoticeDetails(on) => self.live.show_notice_details = on,
+            Command::SetTheme(t) => self.prefs.theme = t,
+            Command::Quit => {
+                let lost = self.unsaved_work();
+                if lost.is_empty() {
+                    self.close_now = true;
+                } else {
+                    self.live.confirm = Some(super::state::Confirm {
+                        lost,
+                        pending: super::state::Pending::Close,
+                    });
+                }
+            }
+            Command::ExportShortcut => self.export_shortcut(frame),
+            Command::StartCurrent => self.start_current(),
+            Command::StopRunning => self.stop_running(),
+        }
+    }
+
+    /// What `cmd` would replace that is not saved, if anything (then it asks first).
+    fn would_lose(&self, cmd: &Command) -> Option<Vec<String>> {
+        if self.confirmed {
+            return None;
+        }
+        let qat_unsaved = self
+            .live
+            .qat
+            .as_ref()
+            .is_some_and(|r| r.saveable().is_some() && r.saved_to.is_none());
+        let trained_unsaved = self
+            .live
+            .model
+            .as_ref()
+            .is_some_and(|v| matches!(v.origin, ModelOrigin::Trained { .. }));
+        let lost = match cmd {
+            Command::Qat(super::qat_run::QatCommand::Start(_)) if qat_unsaved => {
+                vec!["the quantized model of the last QAT run (not saved)".to_string()]
+            }
+            Command::Train(_) if trained_unsaved => {
+                vec!["the model trained in this session (not saved)".to_string()]
+            }
+            Command::OpenModel(_) => self
+                .unsaved_work()
+                .into_iter()
+                .filter(|w| w.contains("not saved"))
+                .collect(),
+            Command::Project(super::project_control::ProjectCommand::Open(_)) => {
+                self.unsaved_work()
+            }
+            _ => Vec::new(),
+        };
+        (!lost.is_empty()).then_some(lost)
+    }
+
+    /// The user answered the question on screen.
+    fn answer(&mut self, a: super::state::ConfirmAnswer, frame: Option<&eframe::Frame>) {
+        use super::state::{ConfirmAnswer, Pending};
+        let Some(c) = self.live.confirm.take() else {
+            return;
+        };
+        match (a, c.pending) {
+            (ConfirmAnswer::Cancel, _) => {}
+            (ConfirmAnswer::Proceed, Pending::Close) => self.close_now = true,
+            (ConfirmAnswer::SaveFirst, Pending::Close) => {
+                self.live.project.close_after_save = true;
+                self.apply(
+                    Command::Project(super::project_control::ProjectCommand::Save),
+                    frame,
+                );
+            }
+            (_, Pending::Command(cmd)) => {
+                self.confirmed = true;
+                self.apply(*cmd, frame);
+                self.confirmed = false;
+            }
         }
     }
 
@@ -226,6 +322,41 @@ impl StudioApp {
         }
         type Pending = Pin<Box<dyn Future<Output = Option<rfd::FileHandle>> + Send>>;
         let fut: Pending = match pick {
+            Pick::ProjectOpen => {
+                if let Some(dir) = super::prefs::UiPrefs::last_folder(&self.prefs.recent_projects) {
+                    d = d.set_directory(dir);
+                }
+                Box::pin(
+                    d.set_title("Open a project")
+                        .add_filter("qatlas project", &["ron"])
+                        .pick_file(),
+                )
+            }
+            Pick::ProjectSave => {
+                if let Some(dir) = self
+                    .live
+                    .project
+                    .path
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .or_else(|| super::prefs::UiPrefs::last_folder(&self.prefs.recent_projects))
+                {
+                    d = d.set_directory(dir);
+                }
+                let stem = self
+                    .live
+                    .model
+                    .as_ref()
+                    .map(|v| v.model.graph.name.clone())
+                    .unwrap_or_else(|| "project".into());
+                Box::pin(
+                    d.set_title("Save the project as")
+                        .add_filter("qatlas project", &["ron"])
+                        .set_file_name(format!("{stem}.{}", crate::project::PROJECT_EXTENSION))
+                        .save_file(),
+                )
+            }
             Pick::Model => Box::pin(
                 d.set_title("Open a model")
                     .add_filter("model", &["safetensors", "onnx"])
@@ -298,6 +429,21 @@ impl StudioApp {
             }
         });
     }
+}
+
+/// Whether `cmd` is the user going on with something (an old error then leaves the screen).
+fn starts_work(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::DismissNotice
+            | Command::ClosePathPrompt
+            | Command::ShowShortcuts(_)
+            | Command::ShowNoticeDetails(_)
+            | Command::SetTheme(_)
+            | Command::Confirm(_)
+            | Command::Plan(super::workspace::PlanCommand::Select(_))
+            | Command::Plan(super::workspace::PlanCommand::DragRange { .. })
+    )
 }
 
 /// Loads one split of `dir` (runs on a worker thread).

@@ -8,6 +8,7 @@ use super::state::{Live, Loadable, Pick};
 use super::studio::StudioApp;
 use crate::jobs::export::{ExportSource, min_qdq_opset};
 use crate::jobs::{ExportFormat, ExportReport, ExportSpec, IntegerCheck, Job, JobEvent};
+use crate::project::file::{ExportFrom, ExportRecord, ExportSettings};
 use std::path::PathBuf;
 
 /// What the Export tab asks for.
@@ -118,7 +119,24 @@ impl StudioApp {
         let view = self.live.model.as_ref().expect("checked by the blocker");
         let norm = view.model.meta.normalization.clone();
         let quantized = super::qat_run::is_fake_quant(&view.model);
+        let qat = self
+            .live
+            .qat
+            .as_ref()
+            .filter(|_| self.state.export.from_qat && format != ExportFormat::OnnxFloat)
+            .and_then(|r| r.saveable().zip(r.result.as_ref()));
+        let from_qat = qat.is_some();
         let (source, simulated, rev, images) = match self.ws.current_eval() {
+            // The QAT model is measured on the whole test split, as the run measured it.
+            _ if from_qat => {
+                let (m, res) = qat.expect("checked");
+                (
+                    ExportSource::Model(m.clone()),
+                    res.quantized_accuracy,
+                    None,
+                    None,
+                )
+            }
             Some(e) if !quantized && format != ExportFormat::OnnxFloat => {
                 let c = &e.eval.comparison;
                 (
@@ -147,6 +165,18 @@ impl StudioApp {
         match Job::export(source, norm, spec, self.waker.clone()) {
             Ok(job) => {
                 self.live.export.job = Some(job);
+                self.live.project.export = Some(ExportSettings {
+                    format,
+                    path: path.clone(),
+                    opset,
+                    from: if from_qat {
+                        ExportFrom::Qat
+                    } else if rev.is_some() || format == ExportFormat::OnnxFloat {
+                        ExportFrom::Plan
+                    } else {
+                        ExportFrom::Model
+                    },
+                });
                 self.live.export.running = Some((path, simulated, rev));
             }
             Err(e) => self
@@ -176,9 +206,14 @@ impl StudioApp {
             result.unwrap_or_else(|| Err("the export worker ended without a result".into()));
         let (_, simulated, rev) = self.live.export.running.take().unwrap_or_default();
         match &result {
-            Ok(r) => self
-                .live
-                .info(format!("wrote {} ({} bytes)", r.path.display(), r.bytes)),
+            Ok(r) => {
+                let record = ExportRecord::of(r);
+                let exports = &mut self.live.project.exports;
+                exports.retain(|e| e.path != record.path);
+                exports.push(record);
+                self.live
+                    .info(format!("wrote {} ({} bytes)", r.path.display(), r.bytes))
+            }
             Err(e) => self.live.error(format!("export failed: {e}")),
         }
         self.live.export.job = None;

@@ -6,7 +6,7 @@
 //! its cached analysis results and knows no egui; [`state`] holds the live handles, settings,
 //! [`state::Command`] and the per-frame [`state::FrameCtx`]; one file per panel in [`panels`]
 //! reads the context and sends typed commands, applied at the end of the frame ([`commands`],
-//! [`qat_control`], [`bench_control`]); [`plan_jobs`] bridges the workspace and its background
+//! [`qat_control`], [`bench_control`], [`project_control`]; window input in [`input`]); [`plan_jobs`] bridges the workspace and its background
 //! jobs. The UI thread never computes tensors or blocks: models, datasets, training, evaluation,
 //! calibration, sweeps, latency, saving and file dialogs all run on worker threads
 //! ([`crate::jobs`] and the one-shot [`task::Task`]) that wake the UI through an injected
@@ -18,9 +18,13 @@ pub mod commands;
 pub mod export_control;
 pub mod format;
 pub mod frame_times;
+pub mod input;
+pub mod outcomes;
 pub mod panels;
 pub mod plan_jobs;
+pub mod prefs;
 pub mod progress;
+pub mod project_control;
 pub mod qat_control;
 pub mod qat_run;
 pub mod scratch;
@@ -60,7 +64,14 @@ pub fn run(args: GuiArgs) -> anyhow::Result<()> {
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let waker: Waker = Arc::new(move || ctx.request_repaint());
-            Ok(Box::new(StudioApp::new(args, waker)))
+            let mut app = StudioApp::new(args, waker);
+            if let Some(p) = cc
+                .storage
+                .and_then(|s| eframe::get_value::<prefs::UiPrefs>(s, prefs::KEY))
+            {
+                app.prefs = p;
+            }
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the studio window: {e}"));

@@ -127,6 +127,8 @@ impl StudioApp {
         let command = req.cli_equivalent(view.path(), &self.live.data.dir);
         let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
         let checkpoint = checkpoint_path(id, &format!("{name}-{}", req.precision.name()));
+        self.live.project.qat = Some(req);
+        self.live.project.qat_figures = None;
         let mut run = QatRun::new(id, req, name, Instant::now());
         run.checkpoint = Some(checkpoint.clone());
         self.live.qat = Some(run);

@@ -65,6 +65,49 @@ pub enum Command {
     DismissNotice,
     /// Hide the typed-path field of the top bar.
     ClosePathPrompt,
+    /// Open or save a project file (the File menu).
+    Project(super::project_control::ProjectCommand),
+    /// The answer to the question on screen ([`Live::confirm`]).
+    Confirm(ConfirmAnswer),
+    /// Show or hide the keyboard-shortcut list.
+    ShowShortcuts(bool),
+    /// Show or hide the whole text of the notice in the status line.
+    ShowNoticeDetails(bool),
+    SetTheme(super::prefs::Theme),
+    /// Close the window (asks first when work would be lost).
+    Quit,
+    /// Ctrl+E: export with the Export tab's format to a file chosen in a dialog.
+    ExportShortcut,
+    /// F5: start the current tab's job.
+    StartCurrent,
+    /// Esc: stop whatever runs.
+    StopRunning,
+}
+
+/// How the user answered "unsaved work would be lost".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfirmAnswer {
+    /// Go on and lose it.
+    Proceed,
+    /// Save the project, then go on (closing only).
+    SaveFirst,
+    Cancel,
+}
+
+/// What waits for the user's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pending {
+    /// Closing the window.
+    Close,
+    /// A command that would replace unsaved work.
+    Command(Box<Command>),
+}
+
+/// A question on screen: what would be lost if `pending` went ahead.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Confirm {
+    pub lost: Vec<String>,
+    pub pending: Pending,
 }
 
 /// "Train from scratch" as the user set it up; everything else is [`TrainConfig::default`].
@@ -250,6 +293,30 @@ pub enum Pick {
     QatSavePath,
     /// Where to export, in this format and opset.
     ExportPath(crate::jobs::ExportFormat, i64),
+    ProjectOpen,
+    ProjectSave,
+}
+
+impl Pick {
+    /// What to do with the path the dialog (or the typed-path field) gave.
+    pub fn command(self, path: PathBuf) -> Command {
+        use super::project_control::ProjectCommand;
+        match self {
+            Pick::Model => Command::OpenModel(path),
+            Pick::DataDir => Command::OpenData(path),
+            Pick::SavePath => Command::SaveModel(path),
+            Pick::QatSavePath => Command::Qat(super::qat_run::QatCommand::Save(path)),
+            Pick::ExportPath(format, opset) => {
+                Command::Export(super::export_control::ExportCommand::Run {
+                    format,
+                    opset,
+                    path,
+                })
+            }
+            Pick::ProjectOpen => Command::Project(ProjectCommand::Open(path)),
+            Pick::ProjectSave => Command::Project(ProjectCommand::SaveAs(path)),
+        }
+    }
 }
 
 /// What opening a model file gave.
@@ -296,6 +363,8 @@ pub enum Outcome {
     },
     /// A QAT run's inputs were prepared, or its model saved.
     Qat(QatTaskResult),
+    /// A project file was read or written.
+    Project(super::project_control::ProjectTaskResult),
 }
 
 /// Where a training run is.
@@ -380,6 +449,12 @@ pub struct Live {
     pub path_prompt: Option<Pick>,
     /// The Export tab's running export and latest result.
     pub export: super::export_control::ExportRun,
+    /// The session's project file and what it holds beyond the workspace.
+    pub project: super::project_control::ProjectState,
+    /// A question waiting for the user (unsaved work would be lost).
+    pub confirm: Option<Confirm>,
+    pub show_shortcuts: bool,
+    pub show_notice_details: bool,
 }
 
 impl Live {
@@ -405,6 +480,10 @@ impl Live {
             tasks: Vec::new(),
             path_prompt: None,
             export: Default::default(),
+            project: Default::default(),
+            confirm: None,
+            show_shortcuts: false,
+            show_notice_details: false,
         }
     }
 
@@ -554,6 +633,12 @@ pub struct FrameCtx<'a> {
     pub plan_busy: PlanBusy,
     /// The frame's time (for ETAs).
     pub now: Instant,
+    /// Recent files and the theme (`None` in tests that draw one panel).
+    pub prefs: Option<&'a super::prefs::UiPrefs>,
+    /// Why Save project cannot run now (`Ok` when it can).
+    pub project_save: Result<(), String>,
+    /// Whether the project has unsaved changes.
+    pub project_dirty: bool,
     commands: &'a mut Vec<Command>,
 }
 
@@ -571,6 +656,9 @@ impl<'a> FrameCtx<'a> {
             frame_p99_ms: None,
             plan_busy: PlanBusy::default(),
             now: Instant::now(),
+            prefs: None,
+            project_save: Ok(()),
+            project_dirty: false,
             commands,
         }
     }

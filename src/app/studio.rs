@@ -5,7 +5,6 @@
 //! evaluating, writing a file, waiting for a file dialog) runs on worker threads that wake the UI
 //! through the injected [`Waker`].
 
-use super::export_control::ExportCommand;
 use super::frame_times::FrameTimes;
 use super::panels::bench::BenchPanel;
 use super::panels::calibration::CalibrationPanel;
@@ -21,16 +20,11 @@ use super::panels::summary;
 use super::panels::top_bar::TopBar;
 use super::panels::training::ActionsPanel;
 use super::plan_jobs::{Inputs, PlanJobs};
-use super::qat_run::QatCommand;
-use super::state::{
-    Command, FrameCtx, Live, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome, Pick, RunPhase,
-    Settings, SplitKind,
-};
+use super::state::{FrameCtx, Live, ModelOrigin, ModelView, Outcome, RunPhase, Settings};
 use super::task::Polled;
 use super::workspace::{Effect, Workspace};
 use crate::cli::common::{GuiArgs, default_data_dir, default_model};
-use crate::io::Model;
-use crate::jobs::{Job, JobEvent, Waker};
+use crate::jobs::{JobEvent, Waker};
 use eframe::egui;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -114,6 +108,16 @@ pub struct StudioApp {
     logic_time: Duration,
     /// Whether the layers panel got its initial width.
     layers_sized: bool,
+    /// Recent files and the theme, kept through eframe's storage.
+    pub prefs: super::prefs::UiPrefs,
+    /// Close the window at the next frame (the user agreed, or nothing would be lost).
+    pub(super) close_now: bool,
+    /// The window may close without asking.
+    pub(super) allow_close: bool,
+    /// The command being applied was confirmed by the user (do not ask again).
+    pub(super) confirmed: bool,
+    /// The title last sent to the window.
+    pub(super) title: String,
 }
 
 impl StudioApp {
@@ -151,6 +155,11 @@ impl StudioApp {
             frame_times: FrameTimes::default(),
             logic_time: Duration::ZERO,
             layers_sized: false,
+            prefs: Default::default(),
+            close_now: false,
+            allow_close: false,
+            confirmed: false,
+            title: String::new(),
         };
         app.open_data(data_dir);
         app.open_model(model_path);
@@ -234,7 +243,7 @@ impl StudioApp {
     }
 
     /// A new model is on screen: a fresh workspace with its default plan, evaluated at once.
-    fn show_model(&mut self, view: ModelView) {
+    pub(super) fn show_model(&mut self, view: ModelView) {
         self.plan_jobs.reset();
         self.ws = Workspace::for_model(view.id, view.plan.clone());
         let rev = self.ws.rev;
@@ -245,7 +254,7 @@ impl StudioApp {
     }
 
     /// A dataset split arrived: an evaluation waiting for it can run.
-    fn on_data_loaded(&mut self) {
+    pub(super) fn on_data_loaded(&mut self) {
         let inp = Self::plan_inputs(&self.live);
         self.plan_jobs
             .retry_deferred(&mut self.ws, &inp, &self.waker);
@@ -291,7 +300,7 @@ impl StudioApp {
         }
     }
 
-    fn on_train_event(&mut self, e: JobEvent, at: Instant) {
+    pub(super) fn on_train_event(&mut self, e: JobEvent, at: Instant) {
         let Some(run) = self.live.training.as_mut() else {
             return;
         };
@@ -321,206 +330,6 @@ impl StudioApp {
             _ => {}
         }
     }
-
-    fn on_outcome(&mut self, o: Outcome) {
-        match o {
-            Outcome::ModelOpened { id, path, load } => {
-                if id != self.live.wanted_model {
-                    return;
-                }
-                match load {
-                    ModelLoad::Ready(view) => {
-                        self.show_model(view);
-                        self.live.no_model_reason = None;
-                        self.state.settings.model_path = Some(path);
-                        if !self.live.is_training() {
-                            // The curve panel shows the new model's history, not an old run.
-                            self.live.training = None;
-                        }
-                    }
-                    ModelLoad::Missing if path == default_model() => {
-                        let text = format!(
-                            "No pretrained model yet at {}. Train one from scratch (right), or open a model file.",
-                            path.display()
-                        );
-                        self.live.no_model_reason = Some(text.clone());
-                        self.live.info(text);
-                    }
-                    ModelLoad::Missing => {
-                        let text = format!("model file not found: {}", path.display());
-                        if self.live.model.is_none() {
-                            self.live.no_model_reason = Some(text.clone());
-                        }
-                        self.live.error(text);
-                    }
-                    ModelLoad::Failed(e) => {
-                        if self.live.model.is_none() {
-                            self.live.no_model_reason =
-                                Some(format!("The model could not be opened: {e}"));
-                        }
-                        self.live.error(format!("cannot open the model: {e}"));
-                    }
-                }
-            }
-            Outcome::TrainedReady(view) => {
-                if view.id != self.live.wanted_model {
-                    return;
-                }
-                let acc = view
-                    .model
-                    .meta
-                    .history
-                    .as_ref()
-                    .and_then(|h| h.epochs.last())
-                    .and_then(|r| r.eval.as_ref())
-                    .map(|e| e.accuracy);
-                let stopped = matches!(
-                    view.origin,
-                    ModelOrigin::Trained {
-                        stopped_early: true
-                    }
-                );
-                let mut text = if stopped {
-                    "Training stopped early".to_string()
-                } else {
-                    "Training finished".to_string()
-                };
-                if let Some(a) = acc {
-                    text += &format!(": test accuracy {}", super::format::percent(a));
-                }
-                text += ". The trained model is shown; use Save as… to keep it.";
-                self.show_model(view);
-                self.live.no_model_reason = None;
-                self.live.info(text);
-            }
-            Outcome::Renormalised(view) => {
-                if view.id != self.live.wanted_model {
-                    return;
-                }
-                let n = view.model.meta.normalization.clone();
-                self.show_model(view);
-                self.live.info(format!(
-                    "Normalisation set to mean {:?}, std {:?}; the plan is calibrated again.",
-                    n.mean, n.std
-                ));
-            }
-            Outcome::Data {
-                ticket,
-                split,
-                result,
-            } => {
-                if ticket != self.live.data_ticket {
-                    return;
-                }
-                let slot = match split {
-                    SplitKind::Train => &mut self.live.data.train,
-                    SplitKind::Test => &mut self.live.data.test,
-                };
-                *slot = match result {
-                    Ok(d) => Loadable::Ready(d),
-                    Err(e) => Loadable::Failed(e),
-                };
-                self.on_data_loaded();
-            }
-            Outcome::FreshModel(result) => self.on_fresh_model(result),
-            Outcome::Picked {
-                pick,
-                path,
-                seconds,
-            } => {
-                self.dialog_open = false;
-                let Some(path) = path else {
-                    // A dialog that "closes" at once never showed: no dialog service here.
-                    if seconds < NO_DIALOG_SECONDS {
-                        self.live.path_prompt = Some(pick);
-                        self.live.error(
-                            "no file dialog could be shown (this system has no file-dialog \
-                             service: xdg-desktop-portal or zenity); type the path in the field \
-                             under the top bar",
-                        );
-                    }
-                    return;
-                };
-                let cmd = match pick {
-                    Pick::Model => Command::OpenModel(path),
-                    Pick::DataDir => Command::OpenData(path),
-                    Pick::SavePath => Command::SaveModel(path),
-                    Pick::QatSavePath => Command::Qat(QatCommand::Save(path)),
-                    Pick::ExportPath(format, opset) => Command::Export(ExportCommand::Run {
-                        format,
-                        opset,
-                        path,
-                    }),
-                };
-                self.apply(cmd, None);
-            }
-            Outcome::Saved { id, path, result } => match result {
-                Ok(()) => {
-                    if let Some(view) = self.live.model.as_mut().filter(|v| v.id == id) {
-                        view.origin = ModelOrigin::File(path.clone());
-                        self.state.settings.model_path = Some(path.clone());
-                    }
-                    self.live
-                        .info(format!("Saved the model to {}", path.display()));
-                }
-                Err(e) => self.live.error(format!("cannot save the model: {e}")),
-            },
-            Outcome::Qat(r) => self.on_qat_task(r),
-        }
-    }
-
-    fn on_fresh_model(&mut self, result: Result<Box<Model>, String>) {
-        let Some(run) = self.live.training.as_mut() else {
-            return;
-        };
-        let phase = run.phase.clone();
-        match (phase, result) {
-            (RunPhase::Preparing, Ok(model)) => {
-                let (Some(train), test) = (
-                    self.live.data.train.ready().cloned(),
-                    self.live.data.test.ready().cloned(),
-                ) else {
-                    run.phase = RunPhase::Failed("the training set is no longer loaded".into());
-                    return;
-                };
-                // Evaluate after each epoch only on a test split the network can read.
-                let test = test.filter(|t| {
-                    t.image_shape() == train.image_shape()
-                        && t.num_classes <= train.num_classes.max(2)
-                });
-                match Job::train(
-                    *model,
-                    train,
-                    test,
-                    run.request.config(),
-                    self.waker.clone(),
-                ) {
-                    Ok(job) => {
-                        run.job = Some(job);
-                        run.phase = RunPhase::Running;
-                    }
-                    Err(e) => {
-                        let msg = format!("cannot start the training thread: {e}");
-                        run.phase = RunPhase::Failed(msg.clone());
-                        self.live.error(msg);
-                    }
-                }
-            }
-            (RunPhase::Preparing, Err(e)) => {
-                run.phase = RunPhase::Failed(e.clone());
-                self.live.error(e);
-            }
-            // Stop was pressed while the network was being built.
-            (RunPhase::Stopping, _) => {
-                run.phase = RunPhase::Finished {
-                    stopped_early: true,
-                    steps: 0,
-                    seconds: run.started.elapsed().as_secs_f64(),
-                };
-            }
-            _ => {}
-        }
-    }
 }
 
 impl eframe::App for StudioApp {
@@ -531,6 +340,10 @@ impl eframe::App for StudioApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.draw(ui, Some(frame));
     }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, super::prefs::KEY, &self.prefs);
+    }
 }
 
 impl StudioApp {
@@ -538,6 +351,10 @@ impl StudioApp {
     /// and schedules the next repaint.
     pub fn logic(&mut self, ctx: &egui::Context) {
         let started = Instant::now();
+        for c in self.read_input(ctx) {
+            self.apply(c, None);
+        }
+        ctx.set_theme(self.prefs.theme.preference());
         self.pump(DRAIN_BUDGET);
         // Workers wake the window when they report; the slow tick only moves ETAs and
         // elapsed times. Nothing ticks while the only job is a paused one.
@@ -559,6 +376,22 @@ impl StudioApp {
     pub fn draw(&mut self, ui: &mut egui::Ui, frame: Option<&eframe::Frame>) {
         let started = Instant::now();
         let mut commands = Vec::new();
+        let project = self.project_now();
+        let dirty = match (&self.live.project.baseline, &project) {
+            (Some(b), Ok(now)) => !b.settings_eq(now),
+            _ => false,
+        };
+        let title = format!(
+            "{}{} — {}",
+            self.live.project.name(),
+            if dirty { " •" } else { "" },
+            super::APP_NAME
+        );
+        if title != self.title {
+            ui.ctx()
+                .send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
         {
             let StudioState {
                 settings,
@@ -579,7 +412,12 @@ impl StudioApp {
             let mut cx = FrameCtx::new(&self.live, settings, &self.ws, &mut commands);
             cx.frame_p99_ms = self.frame_times.p99_ms();
             cx.plan_busy = self.plan_jobs.busy();
+            cx.prefs = Some(&self.prefs);
+            cx.project_save = project.map(|_| ());
+            cx.project_dirty = dirty;
+            super::panels::dialogs::ui(ui.ctx(), &mut cx);
             egui::Panel::top("top_bar").show(ui, |ui| {
+                super::panels::menu::ui(ui, &mut cx);
                 top_bar.ui(ui, &mut cx);
                 summary::ui(ui, &mut cx);
                 ui.add_space(2.0);
@@ -623,7 +461,11 @@ impl StudioApp {
                     CentralTab::Data => {
                         egui::ScrollArea::vertical()
                             .auto_shrink([false, false])
-                            .show(ui, |ui| data.ui(ui, &mut cx));
+                            .show(ui, |ui| {
+                                super::panels::project::ui(ui, &mut cx);
+                                ui.separator();
+                                data.ui(ui, &mut cx)
+                            });
                     }
                     CentralTab::Histograms => histograms.ui(ui, &mut cx),
                     CentralTab::Sensitivity => sensitivity.ui(ui, &mut cx),
@@ -660,7 +502,7 @@ impl StudioApp {
 const LAYERS_WIDTH: f32 = 560.0;
 
 /// A file dialog that returns "cancelled" faster than this never showed.
-const NO_DIALOG_SECONDS: f64 = 0.4;
+pub(super) const NO_DIALOG_SECONDS: f64 = 0.4;
 
 #[cfg(test)]
 mod tests;

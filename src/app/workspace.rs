@@ -165,13 +165,8 @@ pub struct PlanBusy {
     pub latency: bool,
 }
 
-/// A hand-set range of one layer tensor.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Pin {
-    pub layer: String,
-    pub role: TensorRole,
-    pub range: PointRange,
-}
+/// A hand-set range of one layer tensor (as a project stores it).
+pub use crate::project::file::PinnedRange as Pin;
 
 /// A result and the plan revision it belongs to.
 #[derive(Clone, Debug)]
@@ -409,6 +404,71 @@ impl Workspace {
         self.eval_samples = eval;
         self.calib_samples = calib;
         self.touch()
+    }
+
+    /// Takes a saved plan, its hand-set ranges and sample counts (an opened project); the plan
+    /// must cover exactly the model's quantizable layers. Evaluates it.
+    pub fn restore(
+        &mut self,
+        plan: QuantPlan,
+        pins: Vec<Pin>,
+        samples: crate::project::file::Calibration,
+    ) -> Result<Vec<Effect>, String> {
+        let Some(default) = &self.default_plan else {
+            return Err(self
+                .blocked
+                .clone()
+                .unwrap_or_else(|| "the model has no plan".into()));
+        };
+        let names = |p: &QuantPlan| {
+            let mut v: Vec<String> = p.layers.iter().map(|l| l.layer.clone()).collect();
+            v.sort();
+            v
+        };
+        let (want, have) = (names(default), names(&plan));
+        if want != have {
+            let missing = want.iter().find(|n| !have.contains(n));
+            let extra = have.iter().find(|n| !want.contains(n));
+            return Err(match (missing, extra) {
+                (_, Some(e)) => format!("the model has no layer '{e}'"),
+                (Some(m), None) => format!("the plan does not cover layer '{m}'"),
+                (None, None) => "its layers differ".into(),
+            });
+        }
+        if let Some(p) = pins.iter().find(|p| !want.contains(&p.layer)) {
+            return Err(format!(
+                "a hand-set range names no layer of the model ('{}')",
+                p.layer
+            ));
+        }
+        let mut plan = plan;
+        plan.ranges.clear();
+        self.plan = Some(plan);
+        self.pins = pins;
+        self.eval_samples = samples.eval_samples.max(1);
+        self.calib_samples = samples.calib_samples.max(1);
+        Ok(self.touch())
+    }
+
+    /// Shows a saved sensitivity table (an opened project) until a new sweep runs.
+    pub fn restore_sweep(&mut self, s: &crate::project::file::SweepFigures) {
+        self.sweep = SweepView {
+            settings: Some(SweepSettings {
+                mode: s.mode,
+                weights: s.weights,
+                a4: s.a4,
+                samples: s.samples,
+            }),
+            cached: true,
+            float_accuracy: s.float_accuracy,
+            quantized_accuracy: s.quantized_accuracy,
+            rows: s
+                .rows
+                .iter()
+                .map(|r| (r.layer.clone(), r.clone()))
+                .collect(),
+            error: None,
+        };
     }
 
     /// Pins a hand-set range of a layer tensor (from the histogram drag); it holds until that

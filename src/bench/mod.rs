@@ -51,6 +51,28 @@ pub fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize]
 }
 
+/// The CPU this process runs on, for a person reading a figure later: `/proc/cpuinfo`'s model
+/// name with its family and model numbers ("AMD EPYC (family 26, model 2)"), or "unknown CPU".
+pub fn cpu_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(read_cpu_name).clone()
+}
+
+fn read_cpu_name() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(n), Some(f), Some(m)) => format!("{n} (family {f}, model {m})"),
+        (Some(n), _, _) => n,
+        _ => "unknown CPU".to_string(),
+    }
+}
+
 /// The CPU features that decide which int8 paths exist, detected at run time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CpuFeatures {

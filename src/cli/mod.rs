@@ -1,5 +1,5 @@
 //! Headless subcommands, the command-line twin of the studio: `train`, `eval`, `info`, `bench`,
-//! `export`.
+//! `ptq`, `qat`, `sensitivity`, `convert`, `export` and `run` (replay a project).
 //!
 //! Raw flags are parsed by clap into [`Cli`]; each subcommand turns them into one validated
 //! configuration, runs it, prints a human summary or (with `--json`) one JSON object on stdout.
@@ -15,6 +15,7 @@ pub mod export;
 pub mod info;
 pub mod ptq;
 pub mod qat;
+pub mod run;
 pub mod sensitivity;
 pub mod train;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Sensitivity(sensitivity::SensitivityArgs),
     /// Convert a quantized model to an integer-runtime bundle; --eval compares it with the simulation.
     Convert(convert::ConvertArgs),
+    /// Replay a project saved by the studio: calibrate, measure, convert, time, QAT, export.
+    Run(run::RunArgs),
 }
 
 /// One message per failure: the error and its causes joined by ": ", leaving out a cause whose
@@ -88,6 +91,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Sensitivity(a) => sensitivity::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Qat(a) => qat::run(a),
+        Command::Run(a) => run::run(a),
         Command::Gui(_) => {
             anyhow::bail!("this build has no studio window (built without the `gui` feature)")
         }

@@ -41,7 +41,7 @@ pub struct PlanData {
 }
 
 /// Which tensor of a layer a range refers to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TensorRole {
     Weight,
     Input,
@@ -255,15 +255,8 @@ fn evaluate(
     out: &Outbox,
 ) -> Result<Evaluated, QuantError> {
     let start = Instant::now();
-    let calib_n = data.calib_samples.min(data.calib.len()).max(1);
-    let recalibrated = session.calibrate(
-        plan,
-        &data.calib,
-        &data.norm,
-        calib_n,
-        256,
-        cancel,
-        &mut |done, total| {
+    let (eval, recalibrated) =
+        calibrate_and_evaluate(session, plan, data, cancel, &mut |done, total| {
             send(
                 out,
                 PlanEvent::Calibrating {
@@ -272,13 +265,7 @@ fn evaluate(
                     total,
                 },
             )
-        },
-    )?;
-    if cancel.load(Ordering::Relaxed) {
-        return Err(QuantError::Cancelled);
-    }
-    let eval_n = data.eval_samples.min(data.eval.len()).max(1);
-    let eval = session.evaluate(plan, &data.eval, &data.norm, eval_n, 250, cancel)?;
+        })?;
     let stats = layer_stats(&eval.ptq, VIEW_BINS);
     Ok(Evaluated {
         ticket,
@@ -287,6 +274,35 @@ fn evaluate(
         recalibrated,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Calibrates what `plan` needs on the first `data.calib_samples` images (batches of 256;
+/// observers already seen are reused) and evaluates it on the first `data.eval_samples`
+/// (batches of 250): the studio's what-if, also what `qatlas run` replays, so both give the
+/// same numbers. Returns the evaluation and how many observers were calibrated.
+pub fn calibrate_and_evaluate(
+    session: &mut PlanSession,
+    plan: &QuantPlan,
+    data: &PlanData,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(PlanEval, usize), QuantError> {
+    let calib_n = data.calib_samples.min(data.calib.len()).max(1);
+    let recalibrated = session.calibrate(
+        plan,
+        &data.calib,
+        &data.norm,
+        calib_n,
+        256,
+        cancel,
+        progress,
+    )?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(QuantError::Cancelled);
+    }
+    let eval_n = data.eval_samples.min(data.eval.len()).max(1);
+    let eval = session.evaluate(plan, &data.eval, &data.norm, eval_n, 250, cancel)?;
+    Ok((eval, recalibrated))
 }
 
 /// The index (in `res.points.points`) of a layer tensor's quantization point, or why it has

@@ -222,7 +222,7 @@ pub enum ExportSource {
 
 impl ExportSource {
     /// (float graph, quantized graph if there is one).
-    fn graphs(&self) -> (&Graph, Option<&Graph>) {
+    pub fn graphs(&self) -> (&Graph, Option<&Graph>) {
         match self {
             ExportSource::Model(m) => {
                 let q = m

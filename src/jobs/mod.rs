@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod export;
 pub mod qat;
+pub mod qat_request;
 pub mod sweep;
 
 pub use analysis::{PlanEvent, PlanRequest, PlanWorker};

@@ -95,7 +95,7 @@ pub struct IntegerCheck {
 
 /// Accuracy and image count of the fake-quant graph `prepared` converted to the integer
 /// runtime.
-fn integer_accuracy(prepared: &Graph, c: &IntegerCheck) -> Result<(f64, usize), String> {
+pub fn integer_accuracy(prepared: &Graph, c: &IntegerCheck) -> Result<(f64, usize), String> {
     let m = IntModel::convert(prepared, &ConvertOptions::default())
         .map_err(|e| format!("cannot convert the plan to the integer runtime: {e}"))?;
     let n = c.samples.min(c.data.len()).max(1);

@@ -22,6 +22,8 @@ pub struct ExportPanel {
     /// `None`: the lowest opset the model needs, at least 17.
     pub opset: Option<i64>,
     pub path: String,
+    /// Export the finished QAT run's model instead of the plan.
+    pub from_qat: bool,
 }
 
 impl Default for ExportPanel {
@@ -30,6 +32,7 @@ impl Default for ExportPanel {
             format: ExportFormat::OnnxQdq,
             opset: None,
             path: String::new(),
+            from_qat: false,
         }
     }
 }
@@ -69,6 +72,26 @@ impl ExportPanel {
             .num_columns(2)
             .spacing([12.0, 6.0])
             .show(ui, |ui| {
+                ui.label("Source");
+                let qat = cx.live.qat.as_ref().filter(|r| r.saveable().is_some());
+                match qat {
+                    Some(run) => {
+                        ui.horizontal(|ui| {
+                            ui.radio_value(&mut self.from_qat, false, "the plan (PTQ)");
+                            ui.radio_value(
+                                &mut self.from_qat,
+                                true,
+                                format!("the QAT result ({})", run.request.precision.name()),
+                            );
+                        });
+                    }
+                    None => {
+                        ui.label("the plan (PTQ)").on_hover_text(
+                            "After a QAT run, its model can be exported from here too",
+                        );
+                    }
+                }
+                ui.end_row();
                 ui.label("Format");
                 let before = self.format;
                 if choice(
@@ -164,7 +187,7 @@ impl ExportPanel {
         );
     }
 
-    fn effective_opset(&self, min_opset: i64) -> i64 {
+    pub fn effective_opset(&self, min_opset: i64) -> i64 {
         self.opset
             .unwrap_or(min_opset.max(crate::io::onnx::DEFAULT_OPSET))
     }

@@ -1,6 +1,7 @@
-//! The panels of the studio, one file each: the top bar and the summary strip, the layers
-//! table (left), and the workflow tabs (Model & data, Histograms, Sensitivity, Calibration,
-//! QAT, Benchmarks, Training with its curves). Each reads
+//! The panels of the studio, one file each: the menu bar, the top bar and the summary strip,
+//! the layers table (left), the workflow tabs (Model & data, Histograms, Sensitivity,
+//! Calibration, QAT, Benchmarks, Export, Training with its curves) and the windows over them
+//! (questions, shortcut list, message details). Each reads
 //! a borrowed [`FrameCtx`](super::state::FrameCtx) (the [`Workspace`](super::workspace::Workspace)
 //! among it) and sends typed commands; none mutates state or imports another panel. Small
 //! shared widgets live in [`widgets`].
@@ -9,10 +10,13 @@ pub mod bench;
 pub mod calibration;
 pub mod curves;
 pub mod data;
+pub mod dialogs;
 pub mod export;
 pub mod histograms;
 pub mod layers;
+pub mod menu;
 pub mod model;
+pub mod project;
 pub mod qat;
 pub mod sensitivity;
 pub mod summary;

@@ -72,6 +72,22 @@ impl QatPanel {
         }
     }
 
+    /// Sets the form to a saved request (an opened project).
+    pub fn set_request(&mut self, r: &QatRequest) {
+        self.precision = r.precision;
+        self.epochs = r.epochs;
+        self.lr = r.lr;
+        self.lsq = r.lsq;
+        self.freeze_bn = r.freeze_bn_after.is_some();
+        self.freeze_bn_after = r.freeze_bn_after.unwrap_or(self.freeze_bn_after);
+        self.freeze_observers = r.freeze_observers_after.is_some();
+        self.freeze_observers_after = r
+            .freeze_observers_after
+            .unwrap_or(self.freeze_observers_after);
+        self.limit_data = r.limit.is_some();
+        self.limit = r.limit.unwrap_or(self.limit);
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
         egui::ScrollArea::vertical()
             .id_salt("qat_scroll")

@@ -2,7 +2,6 @@
 //! the status line (background work with a spinner, the latest notice, errors in red). Draws
 //! from a [`FrameCtx`] and sends [`Command`]s; it changes no state itself.
 
-use crate::app::qat_run::QatCommand;
 use crate::app::state::{Command, FrameCtx, Level, ModelOrigin, Pick};
 use eframe::egui::{self, RichText};
 use serde::{Deserialize, Serialize};
@@ -58,6 +57,8 @@ impl TopBar {
                     Pick::DataDir => "Dataset folder to open:",
                     Pick::SavePath | Pick::QatSavePath => "Save to:",
                     Pick::ExportPath(..) => "Export to:",
+                    Pick::ProjectOpen => "Project file to open:",
+                    Pick::ProjectSave => "Save the project to:",
                 };
                 ui.label(what);
                 let r = ui.add(
@@ -69,19 +70,7 @@ impl TopBar {
                     || (r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)));
                 if go && !self.typed_path.trim().is_empty() {
                     let p = std::path::PathBuf::from(self.typed_path.trim());
-                    cx.send(match pick {
-                        Pick::Model => Command::OpenModel(p),
-                        Pick::DataDir => Command::OpenData(p),
-                        Pick::SavePath => Command::SaveModel(p),
-                        Pick::QatSavePath => Command::Qat(QatCommand::Save(p)),
-                        Pick::ExportPath(format, opset) => {
-                            Command::Export(crate::app::export_control::ExportCommand::Run {
-                                format,
-                                opset,
-                                path: p,
-                            })
-                        }
-                    });
+                    cx.send(pick.command(p));
                     cx.send(Command::ClosePathPrompt);
                 }
                 if ui.button("Cancel").clicked() {
@@ -103,12 +92,20 @@ impl TopBar {
                     if !busy.is_empty() {
                         ui.separator();
                     }
+                    let short = one_line(&n.text, 160);
                     let text = match n.level {
-                        Level::Error => RichText::new(format!("Error: {}", n.text))
+                        Level::Error => RichText::new(format!("Error: {short}"))
                             .color(ui.visuals().error_fg_color),
-                        Level::Info => RichText::new(&n.text),
+                        Level::Info => RichText::new(short),
                     };
                     ui.label(text);
+                    if ui
+                        .small_button("details")
+                        .on_hover_text("Show the whole message (copyable)")
+                        .clicked()
+                    {
+                        cx.send(Command::ShowNoticeDetails(true));
+                    }
                     if ui
                         .small_button("dismiss")
                         .on_hover_text("Dismiss this message")
@@ -131,4 +128,14 @@ impl TopBar {
         });
         ui.add_space(2.0);
     }
+}
+
+/// The first line of `text`, cut to `max` characters with "…".
+fn one_line(text: &str, max: usize) -> String {
+    let first = text.lines().next().unwrap_or("");
+    if first.chars().count() <= max && !text.contains('\n') {
+        return first.to_string();
+    }
+    let cut: String = first.chars().take(max).collect();
+    format!("{cut}…")
 }

@@ -1,7 +1,10 @@
 //! Tests of the QAT run state (`super`): requests to specs, event handling, scale summaries.
 
 use super::*;
+use crate::quant::Precision;
+use crate::train::Schedule;
 use crate::zoo::Arch;
+use std::path::Path;
 
 fn request() -> QatRequest {
     QatRequest {

@@ -1,8 +1,9 @@
 //! Tests of the studio app (`super`): opening, training events, saving, driven headlessly.
 
 use super::*;
-use crate::app::state::{Level, TrainRequest, TrainRun};
+use crate::app::state::{Command, Level, Loadable, TrainRequest, TrainRun};
 use crate::data::Normalization;
+use crate::io::Model;
 use crate::io::{ModelMeta, load_model, save_model};
 use crate::train::{EpochRecord, EvalResult, TrainEvent, TrainHistory, TrainSummary};
 use crate::zoo::Arch;
