@@ -262,3 +262,75 @@ fn a_changed_model_and_a_newer_project_are_reported() {
     // The session is untouched.
     assert_eq!(h.state().ws.plan.as_ref(), Some(&plan));
 }
+
+/// A file dropped on the window, as the windowing layer hands it over.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl eframe::egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_bundle_dropped_on_the_window_opens_read_only_and_is_measured_on_the_integer_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness();
+    step_until(&mut h, "the default plan", settled);
+    let bundle = tmp.path().join("seed.int.safetensors");
+    send(
+        &mut h,
+        Command::Export(ExportCommand::Run {
+            format: ExportFormat::Bundle,
+            opset: 17,
+            path: bundle.clone(),
+        }),
+    );
+    step_until(&mut h, "the export", |a| {
+        a.live.export.job.is_none() && a.live.export.last.is_some()
+    });
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(bundle.clone())));
+    h.step();
+    step_until(&mut h, "the bundle's accuracy", |a| {
+        a.live.bundle.as_ref().is_some_and(|b| b.eval.is_some())
+    });
+    let a = h.state();
+    assert!(a.live.model.is_none() && a.ws.plan.is_none());
+    let b = a.live.bundle.as_ref().unwrap();
+    let (acc, n) = b.eval.clone().unwrap().unwrap();
+    // The library's own measurement of the same file.
+    let m = qatlas::runtime::IntModel::load(&bundle).unwrap();
+    let test = qatlas::data::load_split(&default_data_dir(), qatlas::data::Split::Test).unwrap();
+    let r = qatlas::runtime::evaluate(&m, &test, &m.spec().normalization, 250).unwrap();
+    assert_eq!((acc, n), (r.accuracy, 10_000));
+    assert_eq!(b.layers.len(), 3);
+    // The layers it stores, on the left, and the measured accuracy in the Model & data tab.
+    h.get_by_label("Model & data").click();
+    h.run_steps(2);
+    use egui_kittest::kittest::Queryable;
+    h.get_by_label_contains(&format!("accuracy {}", qatlas::app::format::percent(acc)));
+    assert!(h.query_all_by_label("int8").count() >= 3);
+    // A plan tool says why it cannot act.
+    assert!(
+        h.state()
+            .live
+            .no_model_reason
+            .as_deref()
+            .unwrap()
+            .contains("integer bundle")
+    );
+    // Dropping a project file opens it as a project.
+    let (file, plan) = hand_written(tmp.path(), None);
+    h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
+    h.step();
+    step_until(&mut h, "the dropped project", |a| {
+        a.live.project.pending.is_none() && a.ws.plan.as_ref() == Some(&plan)
+    });
+    assert!(h.state().live.bundle.is_none());
+}

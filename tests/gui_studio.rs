@@ -302,7 +302,19 @@ fn qat_from_the_studio_reports_live_and_saves_a_quantized_model() {
             .unwrap()
             .starts_with("qatlas qat")
     );
+    // The float model on screen was trained here and never saved: opening another asks first.
     app.apply(Command::OpenModel(saved), None);
+    let c = app
+        .live
+        .confirm
+        .clone()
+        .expect("replacing unsaved work asks first");
+    assert_eq!(c.lost, ["the model trained in this session (not saved)"]);
+    app.apply(
+        Command::Confirm(qatlas::app::state::ConfirmAnswer::Proceed),
+        None,
+    );
+    assert!(app.live.confirm.is_none());
     pump_until(&mut app, "the quantized model", |a| a.live.tasks.is_empty());
     assert!(
         app.live

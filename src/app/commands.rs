@@ -5,8 +5,8 @@
 //! command line. Nothing here blocks the UI thread.
 
 use super::state::{
-    Command, DataState, EvalRun, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome, Pick,
-    RunPhase, SplitKind, TrainRequest, TrainRun,
+    BundleView, Command, DataState, EvalRun, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome,
+    Pick, RunPhase, SplitKind, TrainRequest, TrainRun,
 };
 use super::studio::StudioApp;
 use super::task::{Task, block_on};
@@ -46,6 +46,7 @@ impl StudioApp {
             Command::PickDataDir => self.dialog(Pick::DataDir, frame),
             Command::OpenData(dir) => self.open_data(dir),
             Command::Evaluate => self.evaluate(),
+            Command::EvaluateBundle => self.evaluate_bundle(),
             Command::Train(req) => {
                 self.state.central = super::studio::CentralTab::Curves;
                 self.train(req)
@@ -170,6 +171,17 @@ impl StudioApp {
         self.spawn(format!("Opening {name}"), move || {
             let load = if !path.exists() {
                 ModelLoad::Missing
+            } else if crate::runtime::is_bundle(&path) {
+                match crate::runtime::IntModel::load(&path) {
+                    Ok(m) => ModelLoad::Bundle(Box::new(BundleView {
+                        file_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                        layers: m.layers(),
+                        model: Arc::new(m),
+                        path: path.clone(),
+                        eval: None,
+                    })),
+                    Err(e) => ModelLoad::Failed(e.to_string()),
+                }
             } else {
                 match load_any(&path) {
                     Ok(m) => ModelLoad::Ready(ModelView::prepare(
@@ -205,6 +217,36 @@ impl StudioApp {
                 result: load_data(&dir, split),
             });
         }
+    }
+
+    /// Measures the open bundle on the test split with the integer runtime (on a worker).
+    pub(super) fn evaluate_bundle(&mut self) {
+        let Some(b) = &self.live.bundle else {
+            self.live
+                .error("cannot evaluate: no integer bundle is open");
+            return;
+        };
+        let test = match &self.live.data.test {
+            Loadable::Ready(d) => d.clone(),
+            Loadable::Loading => {
+                self.live
+                    .error("cannot evaluate the bundle: the test set is still loading");
+                return;
+            }
+            Loadable::Failed(e) => {
+                self.live
+                    .error(format!("cannot evaluate the bundle: no test set: {e}"));
+                return;
+            }
+        };
+        let (model, path) = (b.model.clone(), b.path.clone());
+        let norm = model.spec().normalization.clone();
+        self.spawn("Evaluating the bundle".to_string(), move || {
+            let result = crate::runtime::evaluate(&model, &test, &norm, 250)
+                .map(|r| (r.accuracy, r.images))
+                .map_err(|e| e.to_string());
+            Outcome::BundleEvaluated { path, result }
+        });
     }
 
     fn evaluate(&mut self) {

@@ -70,6 +70,8 @@ pub fn run(args: GuiArgs) -> anyhow::Result<()> {
                 .and_then(|s| eframe::get_value::<prefs::UiPrefs>(s, prefs::KEY))
             {
                 app.prefs = p;
+                // egui's restored memory holds the panel widths of the last session.
+                app.keep_restored_layout();
             }
             Ok(Box::new(app))
         }),

@@ -17,6 +17,24 @@ impl StudioApp {
                     return;
                 }
                 match load {
+                    ModelLoad::Bundle(b) => {
+                        self.plan_jobs.reset();
+                        self.ws = Default::default();
+                        self.live.model = None;
+                        self.live.no_model_reason = Some(format!(
+                            "An integer bundle is open ({}): its layers are on the left and \
+                             the Model & data tab evaluates it on the integer runtime. The plan \
+                             tools, QAT and export start from a float or fake-quant model.",
+                            b.path.display()
+                        ));
+                        self.prefs.remember_model(&path);
+                        self.live.bundle = Some(*b);
+                        self.live
+                            .info(format!("Opened the integer bundle {}", path.display()));
+                        if self.live.data.test.ready().is_some() {
+                            self.evaluate_bundle();
+                        }
+                    }
                     ModelLoad::Ready(view) => {
                         self.show_model(view);
                         self.live.no_model_reason = None;
@@ -128,6 +146,22 @@ impl StudioApp {
                     Ok(d) => Loadable::Ready(d),
                     Err(e) => Loadable::Failed(e),
                 };
+                // One message for the folder, not one per split.
+                let failed = [&self.live.data.train, &self.live.data.test]
+                    .into_iter()
+                    .find_map(|l| match l {
+                        Loadable::Failed(e) => Some(e.clone()),
+                        _ => None,
+                    });
+                if let Some(e) = failed
+                    && self.live.data_reported != ticket
+                {
+                    self.live.data_reported = ticket;
+                    self.live.error(format!(
+                        "cannot use the dataset folder: {e} (in {})",
+                        self.live.data.dir.display()
+                    ));
+                }
                 self.on_data_loaded();
             }
             Outcome::FreshModel(result) => self.on_fresh_model(result),
@@ -165,6 +199,15 @@ impl StudioApp {
             },
             Outcome::Qat(r) => self.on_qat_task(r),
             Outcome::Project(r) => self.on_project_task(r),
+            Outcome::BundleEvaluated { path, result } => {
+                if let Some(b) = self.live.bundle.as_mut().filter(|b| b.path == path) {
+                    let failed = result.as_ref().err().cloned();
+                    b.eval = Some(result);
+                    if let Some(e) = failed {
+                        self.live.error(format!("cannot evaluate the bundle: {e}"));
+                    }
+                }
+            }
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Command {
     OpenData(PathBuf),
     /// Evaluate the current model on the test split.
     Evaluate,
+    /// Evaluate the open integer bundle on the test split (integer runtime).
+    EvaluateBundle,
     /// Train a fresh network of this architecture.
     Train(TrainRequest),
     StopTraining,
@@ -319,10 +321,34 @@ impl Pick {
     }
 }
 
+/// An integer bundle opened in the window: read only (it is the deployment format), listed
+/// layer by layer and evaluated on the integer runtime.
+#[derive(Clone)]
+pub struct BundleView {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub model: Arc<crate::runtime::IntModel>,
+    pub layers: Vec<crate::runtime::LayerInfo>,
+    /// Accuracy and images on the test split, once measured (or why not).
+    pub eval: Option<Result<(f64, usize), String>>,
+}
+
+impl std::fmt::Debug for BundleView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleView")
+            .field("path", &self.path)
+            .field("layers", &self.layers)
+            .field("eval", &self.eval)
+            .finish()
+    }
+}
+
 /// What opening a model file gave.
 #[derive(Debug)]
 pub enum ModelLoad {
     Ready(ModelView),
+    /// An integer bundle (`qatlas convert` or the Export tab's bundle).
+    Bundle(Box<BundleView>),
     /// The file does not exist.
     Missing,
     Failed(String),
@@ -347,6 +373,11 @@ pub enum Outcome {
     },
     /// A fresh, untrained network for "Train from scratch".
     FreshModel(Result<Box<Model>, String>),
+    /// The bundle at `path` was evaluated on the integer runtime.
+    BundleEvaluated {
+        path: PathBuf,
+        result: Result<(f64, usize), String>,
+    },
     /// A file dialog closed (`None`: cancelled) after `seconds`.
     Picked {
         pick: Pick,
@@ -427,6 +458,8 @@ pub struct Notice {
 pub struct Live {
     /// The model on screen.
     pub model: Option<ModelView>,
+    /// The integer bundle on screen instead of a model, if one was opened.
+    pub bundle: Option<BundleView>,
     /// Shown in the model panel when there is no model (e.g. the pretrained file is missing).
     pub no_model_reason: Option<String>,
     /// Id of the model most recently asked for (older results are ignored).
@@ -435,6 +468,8 @@ pub struct Live {
     pub data: DataState,
     /// Ticket of the data folder most recently asked for.
     pub data_ticket: u64,
+    /// Ticket of the data folder whose failure the status line reported.
+    pub data_reported: u64,
     pub training: Option<TrainRun>,
     pub evaluation: Option<EvalRun>,
     /// The latest quantization-aware training run (kept after it ends, for its results).
@@ -462,6 +497,7 @@ impl Live {
     pub fn new(data_dir: PathBuf) -> Live {
         Live {
             model: None,
+            bundle: None,
             no_model_reason: None,
             wanted_model: 0,
             next_id: 1,
@@ -471,6 +507,7 @@ impl Live {
                 test: Loadable::Loading,
             },
             data_ticket: 0,
+            data_reported: 0,
             training: None,
             evaluation: None,
             qat: None,

@@ -166,6 +166,11 @@ impl StudioApp {
         app
     }
 
+    /// Keeps the panel widths egui restored from the last session (no initial sizing).
+    pub fn keep_restored_layout(&mut self) {
+        self.layers_sized = true;
+    }
+
     /// Applies finished tasks and job events, spending at most `budget` on training events.
     pub fn pump(&mut self, budget: Duration) {
         let deadline = Instant::now() + budget;
@@ -244,6 +249,7 @@ impl StudioApp {
 
     /// A new model is on screen: a fresh workspace with its default plan, evaluated at once.
     pub(super) fn show_model(&mut self, view: ModelView) {
+        self.live.bundle = None;
         self.plan_jobs.reset();
         self.ws = Workspace::for_model(view.id, view.plan.clone());
         let rev = self.ws.rev;
@@ -255,6 +261,11 @@ impl StudioApp {
 
     /// A dataset split arrived: an evaluation waiting for it can run.
     pub(super) fn on_data_loaded(&mut self) {
+        if self.live.bundle.as_ref().is_some_and(|b| b.eval.is_none())
+            && self.live.data.test.ready().is_some()
+        {
+            self.evaluate_bundle();
+        }
         let inp = Self::plan_inputs(&self.live);
         self.plan_jobs
             .retry_deferred(&mut self.ws, &inp, &self.waker);
@@ -442,7 +453,10 @@ impl StudioApp {
             // drawn before the model loads ("Loading…") would shrink the panel for good.
             let shown = panel.show(ui, |ui| {
                 ui.set_min_width(ui.available_width());
-                layers.ui(ui, &mut cx)
+                match &self.live.bundle {
+                    Some(b) => super::panels::bundle::layers(ui, b),
+                    None => layers.ui(ui, &mut cx),
+                }
             });
             if sizing && (shown.response.rect.width() - start).abs() < 2.0 {
                 self.layers_sized = true;
@@ -464,6 +478,10 @@ impl StudioApp {
                             .show(ui, |ui| {
                                 super::panels::project::ui(ui, &mut cx);
                                 ui.separator();
+                                if let Some(b) = &self.live.bundle {
+                                    super::panels::bundle::details(ui, &mut cx, b);
+                                    ui.separator();
+                                }
                                 data.ui(ui, &mut cx)
                             });
                     }

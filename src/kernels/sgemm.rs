@@ -7,6 +7,9 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// Below this many multiply-accumulates a GEMM runs on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 20;
+
 /// Which float GEMM implementation the engine calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloatBackend {
@@ -135,7 +138,9 @@ pub fn sgemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, para
     }
     match float_backend() {
         FloatBackend::Gemm => {
-            let par = if parallel && m * n * k >= 64 * 64 * 64 {
+            // As the int8 GEMM: below ~1M multiply-adds the threads cost more than they save,
+            // and a thread the OS has descheduled stalls the whole product.
+            let par = if parallel && m * n * k >= PAR_MIN_MACS {
                 gemm::Parallelism::Rayon(rayon::current_num_threads())
             } else {
                 gemm::Parallelism::None

@@ -70,7 +70,9 @@ fn split_row(ui: &mut egui::Ui, name: &str, l: &Loadable<Arc<Dataset>>) {
             ));
         }
         Loadable::Failed(e) => {
-            ui.colored_label(ui.visuals().error_fg_color, e);
+            // The whole text is in the status line's details and on hover.
+            let text = egui::RichText::new(e).color(ui.visuals().error_fg_color);
+            ui.add(egui::Label::new(text).truncate()).on_hover_text(e);
         }
     }
     ui.end_row();

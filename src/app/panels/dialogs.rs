@@ -70,6 +70,7 @@ fn shortcuts(ctx: &egui::Context, cx: &mut FrameCtx<'_>) {
     let mut open = true;
     egui::Window::new("Keyboard shortcuts")
         .open(&mut open)
+        .default_pos([360.0, 160.0])
         .collapsible(false)
         .resizable(false)
         .show(ctx, |ui| {
@@ -106,6 +107,7 @@ fn notice_details(ctx: &egui::Context, cx: &mut FrameCtx<'_>) {
     let text = n.text.clone();
     egui::Window::new(title)
         .open(&mut open)
+        .default_pos([360.0, 120.0])
         .collapsible(false)
         .default_width(520.0)
         .show(ctx, |ui| {

@@ -7,6 +7,7 @@
 //! shared widgets live in [`widgets`].
 
 pub mod bench;
+pub mod bundle;
 pub mod calibration;
 pub mod curves;
 pub mod data;
