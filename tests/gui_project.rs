@@ -334,3 +334,54 @@ fn a_bundle_dropped_on_the_window_opens_read_only_and_is_measured_on_the_integer
     });
     assert!(h.state().live.bundle.is_none());
 }
+
+#[test]
+fn a_100_mb_model_loads_on_a_worker_while_the_window_keeps_drawing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // seed-cnn on 1120x1120 images: its fc layer holds 32·280·280·10 = 25.1 M weights.
+    let graph = qatlas::zoo::Arch::SeedCnn
+        .build([1, 1120, 1120], 10, 0)
+        .unwrap();
+    let model = qatlas::io::Model {
+        graph,
+        meta: qatlas::io::ModelMeta {
+            normalization: qatlas::data::Normalization::mnist(),
+            class_names: Vec::new(),
+            arch: Some("seed-cnn".into()),
+            train_config: None,
+            history: None,
+            command: None,
+            qat: None,
+        },
+    };
+    let path = tmp.path().join("big.safetensors");
+    qatlas::io::save_model(&model, &path).unwrap();
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(bytes > 100_000_000, "{bytes} bytes");
+    let mut h = harness();
+    step_until(&mut h, "the default plan", settled);
+    send(&mut h, Command::OpenModel(path.clone()));
+    // Every frame while the file is read and summarised is a frame the window drew: a UI
+    // thread that loaded the model itself would have it at the first frame.
+    let mut frames = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while h.state().live.model.as_ref().and_then(|v| v.path()) != Some(path.as_path()) {
+        assert!(Instant::now() < deadline, "timed out loading the big model");
+        h.step();
+        frames += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        frames >= 3,
+        "only {frames} frames while loading {bytes} bytes"
+    );
+    let view = h.state().live.model.clone().unwrap();
+    assert_eq!(
+        view.model.graph.num_trainable(),
+        model.graph.num_trainable()
+    );
+    eprintln!(
+        "{bytes} bytes loaded while {frames} frames were drawn (frame p99 {:?} ms)",
+        h.state().frame_times.p99_ms()
+    );
+}
