@@ -473,7 +473,7 @@ impl StudioApp {
                 ui.separator();
                 match central {
                     CentralTab::Data => {
-                        egui::ScrollArea::vertical()
+                        egui::ScrollArea::both()
                             .auto_shrink([false, false])
                             .show(ui, |ui| {
                                 super::panels::project::ui(ui, &mut cx);

@@ -229,7 +229,11 @@ impl ExportPanel {
                     ));
                     ui.end_row();
                     if let Some(sim) = done.simulated {
-                        ui.label("Plan (simulated)");
+                        ui.label(if done.rev.is_some() {
+                            "Plan (simulated)"
+                        } else {
+                            "QAT result (simulated)"
+                        });
                         let d = (acc - sim) * 100.0;
                         ui.label(format!(
                             "{} on the same images: the file differs by {d:+.2} pp",

@@ -3,6 +3,7 @@
 //! an opened project beside the ones on screen now.
 
 use crate::app::format;
+use crate::app::panels::widgets::bytes;
 use crate::app::project_control::{ProjectCommand, results_of};
 use crate::app::state::{Command, FrameCtx};
 use crate::project::file::{Measured, Results};
@@ -18,7 +19,7 @@ fn measured(m: Option<Measured>) -> String {
     })
 }
 
-fn rows(r: &Results) -> [String; 5] {
+fn rows(r: &Results) -> [String; 7] {
     [
         measured(r.float_accuracy),
         measured(r.plan_accuracy),
@@ -26,6 +27,17 @@ fn rows(r: &Results) -> [String; 5] {
         r.weight_bytes.map_or("—".into(), |b| format::thousands(b)),
         r.latency.as_ref().map_or("—".into(), |l| {
             format!("{:.1} µs (float {:.1} µs)", l.int_us, l.float_us)
+        }),
+        r.qat
+            .and_then(|q| q.quantized_accuracy)
+            .map_or("—".into(), format::percent),
+        r.exports.last().map_or("—".into(), |e| {
+            format!(
+                "{} {} · {}",
+                e.format.name(),
+                bytes(e.bytes as usize),
+                measured(e.accuracy)
+            )
         }),
     ]
 }
@@ -77,6 +89,8 @@ pub fn ui(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
         "Integer runtime",
         "Weight bytes",
         "Latency per image",
+        "QAT result",
+        "Latest export (read back)",
     ];
     egui::Grid::new("project_figures")
         .num_columns(3)
