@@ -130,6 +130,31 @@ fn a_project_saved_from_the_window_replays_headless_to_the_same_figures() {
     // What the JSON says was saved is what the window showed.
     let saved: qatlas::project::file::Results = serde_json::from_value(v["saved"].clone()).unwrap();
     assert_eq!(saved.plan_accuracy, shown.plan_accuracy);
+
+    // Keyboard: a change, then Ctrl+S saves to the same file and the mark goes; F1 lists the
+    // shortcuts.
+    send(
+        &mut h,
+        Command::Plan(PlanCommand::Edit(
+            Target::Layers(vec!["fc".into()]),
+            PlanEdit::Weights(Precision::Fp16),
+        )),
+    );
+    assert_eq!(h.state().window_title(), "work • — qatlas studio");
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::S);
+    h.step();
+    step_until(&mut h, "the Ctrl+S save", |a| !a.live.project.saving);
+    assert_eq!(h.state().window_title(), "work — qatlas studio");
+    let back = Project::load(&file).unwrap();
+    assert_eq!(
+        back.plan.unwrap().layer("fc").unwrap().precision,
+        Precision::Fp16
+    );
+    h.key_press(eframe::egui::Key::F1);
+    h.run_steps(2);
+    assert!(h.state().live.show_shortcuts);
+    use egui_kittest::kittest::Queryable;
+    h.get_by_label("Save the project as…");
 }
 
 /// A project on the pretrained model with conv1 at int4 and 500 test images.
