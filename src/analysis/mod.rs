@@ -12,15 +12,18 @@
 //!   ranges) and compares;
 //! - [`size`]: a plan's model size per layer, exactly as the integer runtime stores it;
 //! - [`clip`]: a dragged range's grid, clipped fraction and SQNR from a histogram, and the range
-//!   each observer kind would pick.
+//!   each observer kind would pick;
+//! - [`search`]: automatic mixed precision, a Pareto front of accuracy, weight bytes and
+//!   latency measured on this machine's kernels (the one module that uses `bench::latency`).
 //!
-//! Sits above `quant` (and `data`, `graph`); knows nothing of the GUI: results are plain data,
+//! Sits above `quant` (and `data`, `graph`, and `bench` for [`search`]); knows nothing of the GUI: results are plain data,
 //! delivered through callbacks.
 
 pub mod cache;
 pub mod clip;
 pub mod compare;
 pub mod layer_stats;
+pub mod search;
 pub mod sensitivity;
 pub mod size;
 pub mod sqnr;

@@ -25,7 +25,7 @@ pub const SHORTCUTS: [(&str, &str); 10] = [
     ),
     (
         "F5",
-        "Start the current tab's job (Calibration, Sensitivity, QAT, Export)",
+        "Start the current tab's job (Calibration, Sensitivity, Search, QAT, Export)",
     ),
     ("Esc", "Stop what runs (QAT, training, sweep, benchmark)"),
     ("F1", "This list"),
@@ -132,7 +132,7 @@ impl StudioApp {
                     .find(|(t, _)| *t == other)
                     .map_or("this", |(_, n)| *n);
                 self.live.info(format!(
-                    "F5 starts the job of the Calibration, Sensitivity, QAT and Export tabs; \
+                    "F5 starts the job of the Calibration, Sensitivity, Search, QAT and Export tabs; \
                      the {name} tab has its own buttons"
                 ));
                 return;
@@ -151,6 +151,10 @@ impl StudioApp {
         if self.live.is_training() {
             self.apply(Command::StopTraining, None);
             stopped.push("training");
+        }
+        if self.plan_busy().search {
+            self.apply(Command::Plan(PlanCommand::StopSearch), None);
+            stopped.push("the search");
         }
         if self.plan_busy().sweep {
             self.apply(Command::Plan(PlanCommand::CancelSweep), None);

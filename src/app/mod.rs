@@ -28,6 +28,7 @@ pub mod project_control;
 pub mod qat_control;
 pub mod qat_run;
 pub mod scratch;
+pub mod search_state;
 pub mod state;
 pub mod studio;
 pub mod task;

@@ -35,6 +35,7 @@ pub struct PlanJobs {
     sweep: Option<Job>,
     sweep_cache: Arc<SensitivityCache>,
     latency: Option<(u64, Job)>,
+    search: Option<Job>,
     /// An evaluation that waits for the data to load.
     deferred: bool,
 }
@@ -42,7 +43,10 @@ pub struct PlanJobs {
 impl PlanJobs {
     /// Whether a job of the workspace runs (the window then animates progress).
     pub fn is_busy(&self) -> bool {
-        !self.evals.is_empty() || self.sweep.is_some() || self.latency.is_some()
+        !self.evals.is_empty()
+            || self.sweep.is_some()
+            || self.latency.is_some()
+            || self.search.is_some()
     }
 
     /// Which of the workspace's jobs run.
@@ -50,6 +54,7 @@ impl PlanJobs {
         PlanBusy {
             sweep: self.sweep.is_some(),
             latency: self.latency.is_some(),
+            search: self.search.is_some(),
         }
     }
 
@@ -132,6 +137,26 @@ impl PlanJobs {
                     }
                 }
                 Effect::Latency => self.latency(ws, inp, waker),
+                Effect::Search { plan, settings } => {
+                    if let Some(j) = self.search.take() {
+                        j.stop();
+                    }
+                    let started = Self::plan_data(ws, inp).and_then(|d| {
+                        let (_, model) = inp.model.ok_or("no model is open")?;
+                        let cfg = settings.config(ws.calib_samples, ws.eval_samples);
+                        Job::search(model.clone(), plan, d.calib, d.eval, cfg, waker.clone())
+                            .map_err(|e| format!("cannot start the search: {e}"))
+                    });
+                    match started {
+                        Ok(j) => self.search = Some(j),
+                        Err(msg) => ws.search.error = Some(msg),
+                    }
+                }
+                Effect::StopSearch => {
+                    if let Some(j) = &self.search {
+                        j.stop();
+                    }
+                }
                 Effect::Range {
                     layer,
                     role,
@@ -237,6 +262,9 @@ impl PlanJobs {
             j.stop();
         }
         self.latency = None;
+        if let Some(j) = self.search.take() {
+            j.stop();
+        }
         self.deferred = false;
     }
 
@@ -273,6 +301,20 @@ impl PlanJobs {
             }
             if ended {
                 self.sweep = None;
+            }
+        }
+        if let Some(j) = &self.search {
+            let ended = j.is_finished();
+            for e in j.drain() {
+                match e {
+                    JobEvent::Search(se) => ws.on_search_event(se),
+                    JobEvent::SearchDone(r) => ws.on_search_done(*r),
+                    JobEvent::Failed(msg) => ws.search.error = Some(msg),
+                    _ => {}
+                }
+            }
+            if ended {
+                self.search = None;
             }
         }
         if let Some((rev, j)) = &self.latency {

@@ -15,6 +15,7 @@ use super::panels::histograms::HistogramsPanel;
 use super::panels::layers::LayersPanel;
 use super::panels::model::ModelPanel;
 use super::panels::qat::QatPanel;
+use super::panels::search::SearchPanel;
 use super::panels::sensitivity::SensitivityPanel;
 use super::panels::summary;
 use super::panels::top_bar::TopBar;
@@ -43,6 +44,7 @@ pub enum CentralTab {
     #[default]
     Histograms,
     Sensitivity,
+    Search,
     Calibration,
     Qat,
     Bench,
@@ -52,10 +54,11 @@ pub enum CentralTab {
 
 impl CentralTab {
     /// Every tab with its title, in the order the tab bar shows them.
-    pub const ALL: [(CentralTab, &'static str); 8] = [
+    pub const ALL: [(CentralTab, &'static str); 9] = [
         (CentralTab::Data, "Model & data"),
         (CentralTab::Histograms, "Histograms"),
         (CentralTab::Sensitivity, "Sensitivity"),
+        (CentralTab::Search, "Search"),
         (CentralTab::Calibration, "Calibration"),
         (CentralTab::Qat, "QAT"),
         (CentralTab::Bench, "Benchmarks"),
@@ -87,6 +90,8 @@ pub struct StudioState {
     pub data: DataPanel,
     #[serde(default)]
     pub export: ExportPanel,
+    #[serde(default)]
+    pub search: SearchPanel,
     pub central: CentralTab,
 }
 
@@ -142,6 +147,7 @@ impl StudioApp {
             calibration: CalibrationPanel::default(),
             data: DataPanel::default(),
             export: ExportPanel::default(),
+            search: SearchPanel::default(),
             central: CentralTab::default(),
         };
         let mut app = StudioApp {
@@ -418,6 +424,7 @@ impl StudioApp {
                 calibration,
                 data,
                 export,
+                search,
                 central,
             } = &mut self.state;
             let mut cx = FrameCtx::new(&self.live, settings, &self.ws, &mut commands);
@@ -487,6 +494,11 @@ impl StudioApp {
                     }
                     CentralTab::Histograms => histograms.ui(ui, &mut cx),
                     CentralTab::Sensitivity => sensitivity.ui(ui, &mut cx),
+                    CentralTab::Search => {
+                        egui::ScrollArea::vertical()
+                            .auto_shrink([false, false])
+                            .show(ui, |ui| search.ui(ui, &mut cx));
+                    }
                     CentralTab::Calibration => {
                         egui::ScrollArea::vertical()
                             .auto_shrink([false, false])

@@ -61,6 +61,12 @@ pub enum PlanCommand {
         keep: Precision,
     },
     MeasureLatency,
+    /// Search per-layer precisions (Search tab).
+    Search(super::search_state::SearchSettings),
+    /// Stop the search; its front stays.
+    StopSearch,
+    /// Make the search's evaluated plan `n` the current plan.
+    UseSearched(usize),
     /// Clip-range what-if while dragging (nothing changes in the plan).
     DragRange {
         layer: String,
@@ -137,6 +143,12 @@ pub enum Effect {
         settings: SweepSettings,
     },
     CancelSweep,
+    /// Run a mixed-precision search from this plan.
+    Search {
+        plan: QuantPlan,
+        settings: super::search_state::SearchSettings,
+    },
+    StopSearch,
     /// Measure the latency of the evaluated plan.
     Latency,
     /// Clip-range what-if for a histogram drag.
@@ -163,6 +175,7 @@ pub struct RangeView {
 pub struct PlanBusy {
     pub sweep: bool,
     pub latency: bool,
+    pub search: bool,
 }
 
 /// A hand-set range of one layer tensor (as a project stores it).
@@ -221,6 +234,8 @@ pub struct Workspace {
     pub range: Option<RangeView>,
     /// Ranges set by hand (histogram "Apply"), each owned by a layer tensor.
     pub pins: Vec<Pin>,
+    /// The mixed-precision search (Search tab).
+    pub search: super::search_state::SearchView,
 }
 
 impl Workspace {
@@ -265,6 +280,9 @@ impl Workspace {
             PlanCommand::Recalibrate => self.touch(),
             PlanCommand::Sweep(s) => self.start_sweep(s),
             PlanCommand::CancelSweep => vec![Effect::CancelSweep],
+            PlanCommand::Search(st) => self.start_search(st),
+            PlanCommand::StopSearch => vec![Effect::StopSearch],
+            PlanCommand::UseSearched(i) => self.use_candidate(i)?,
             PlanCommand::KeepSensitive { n, keep } => {
                 if self.sweep.rows.is_empty() {
                     return Err("run a sensitivity sweep first".into());

@@ -16,6 +16,7 @@ pub mod info;
 pub mod ptq;
 pub mod qat;
 pub mod run;
+pub mod search;
 pub mod sensitivity;
 pub mod train;
 
@@ -58,6 +59,8 @@ pub enum Command {
     Sensitivity(sensitivity::SensitivityArgs),
     /// Convert a quantized model to an integer-runtime bundle; --eval compares it with the simulation.
     Convert(convert::ConvertArgs),
+    /// Automatic mixed precision: a Pareto front of accuracy, size and measured latency.
+    Search(search::SearchArgs),
     /// Replay a project saved by the studio: calibrate, measure, convert, time, QAT, export.
     Run(run::RunArgs),
 }
@@ -92,6 +95,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::Qat(a) => qat::run(a),
         Command::Run(a) => run::run(a),
+        Command::Search(a) => search::run(a),
         Command::Gui(_) => {
             anyhow::bail!("this build has no studio window (built without the `gui` feature)")
         }

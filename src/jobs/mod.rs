@@ -50,6 +50,10 @@ pub enum JobEvent {
     IntegerAccuracy(Result<(f64, usize), String>),
     /// A file written and read back (or why not).
     Exported(Result<ExportReport, String>),
+    /// A mixed-precision search's baseline or another evaluated plan.
+    Search(crate::analysis::search::SearchEvent),
+    /// A mixed-precision search ended (stopped or within its budget).
+    SearchDone(Box<crate::analysis::search::SearchReport>),
     /// The job stopped with an error (already formatted for a person), or its worker panicked.
     Failed(String),
 }

@@ -1,9 +1,11 @@
 //! One-shot analysis jobs of the studio: a sensitivity sweep (rows stream out as each layer's
-//! variants finish; cached by model, plan, data and settings) and the per-layer latency of a
+//! variants finish; cached by model, plan, data and settings), a mixed-precision search and
+//! the per-layer latency of a
 //! plan measured on this machine's integer kernels. Both run the library code the CLI runs
 //! (`analysis::sensitivity`, `bench::latency`). Knows nothing of egui.
 
 use super::{Job, JobEvent, Waker};
+use crate::analysis::search::{SearchConfig, SearchData, search};
 use crate::analysis::sensitivity::{
     SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig, SweepData, sensitivity,
 };
@@ -80,6 +82,38 @@ impl Job {
                 && !control.stop_requested()
             {
                 out.send(JobEvent::IntegerAccuracy(integer_accuracy(prepared, &c)));
+            }
+        })
+    }
+}
+
+impl Job {
+    /// Searches per-layer precisions of `base` on `model` ([`search`]): every evaluated plan
+    /// as [`JobEvent::Search`], then [`JobEvent::SearchDone`] (Stop ends the search early and
+    /// still reports the front) or [`JobEvent::Failed`].
+    pub fn search(
+        model: Arc<Model>,
+        base: QuantPlan,
+        calib: Arc<Dataset>,
+        eval: Arc<Dataset>,
+        cfg: SearchConfig,
+        waker: Waker,
+    ) -> std::io::Result<Job> {
+        Job::spawn("qatlas-search", waker, move |out, control| {
+            let norm = model.meta.normalization.clone();
+            let d = SearchData {
+                model: &model.graph,
+                base: &base,
+                calib: &calib,
+                eval: &eval,
+                norm: &norm,
+            };
+            let r = search(&d, &cfg, control.stop_flag(), &mut |e| {
+                out.send(JobEvent::Search(e))
+            });
+            match r {
+                Ok(r) => out.send(JobEvent::SearchDone(Box::new(r))),
+                Err(e) => out.send(JobEvent::Failed(format!("the search failed: {e}"))),
             }
         })
     }

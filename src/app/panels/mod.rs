@@ -1,6 +1,6 @@
 //! The panels of the studio, one file each: the menu bar, the top bar and the summary strip,
 //! the layers table (left), the workflow tabs (Model & data, Histograms, Sensitivity,
-//! Calibration, QAT, Benchmarks, Export, Training with its curves) and the windows over them
+//! Search, Calibration, QAT, Benchmarks, Export, Training with its curves) and the windows over them
 //! (questions, shortcut list, message details). Each reads
 //! a borrowed [`FrameCtx`](super::state::FrameCtx) (the [`Workspace`](super::workspace::Workspace)
 //! among it) and sends typed commands; none mutates state or imports another panel. Small
@@ -19,6 +19,7 @@ pub mod menu;
 pub mod model;
 pub mod project;
 pub mod qat;
+pub mod search;
 pub mod sensitivity;
 pub mod summary;
 pub mod top_bar;

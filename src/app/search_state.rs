@@ -1,0 +1,119 @@
+//! The mixed-precision search in the studio, as data: the Search tab's settings, the plans the
+//! running search has evaluated so far (its front is re-marked as they arrive), the finished
+//! report, and the workspace's side of it (start, events, "use this plan"). No egui, no
+//! threads: the job runs in `plan_jobs`.
+
+use super::workspace::{Effect, Workspace};
+use crate::analysis::search::{
+    Candidate, Objective, SearchConfig, SearchEvent, SearchReport, mark_front,
+};
+use crate::quant::{Precision, QuantPlan};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Search tab's form.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SearchSettings {
+    pub max_drop_pp: f64,
+    pub objective: Objective,
+    pub budget_s: f64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            max_drop_pp: 0.3,
+            objective: Objective::Size,
+            budget_s: 60.0,
+        }
+    }
+}
+
+impl SearchSettings {
+    /// The library configuration: the workspace's sample counts, its excluded layers pinned
+    /// at fp32 (the search reads them from the plan).
+    pub fn config(&self, calib_samples: usize, eval_samples: usize) -> SearchConfig {
+        SearchConfig {
+            max_drop_pp: self.max_drop_pp,
+            objective: self.objective,
+            budget: Duration::from_secs_f64(self.budget_s.clamp(1.0, 86_400.0)),
+            calib_samples,
+            eval_samples,
+            ..SearchConfig::default()
+        }
+    }
+}
+
+/// The search on screen.
+#[derive(Clone, Debug, Default)]
+pub struct SearchView {
+    pub settings: Option<SearchSettings>,
+    pub float_accuracy: Option<f64>,
+    pub int8: Option<Candidate>,
+    /// Every evaluated plan so far, the front marked.
+    pub tried: Vec<Candidate>,
+    pub report: Option<Arc<SearchReport>>,
+    pub error: Option<String>,
+}
+
+impl Workspace {
+    /// Starts a search from the current plan (its observers; excluded layers stay fp32).
+    pub fn start_search(&mut self, s: SearchSettings) -> Vec<Effect> {
+        let Some(plan) = &self.plan else {
+            return Vec::new();
+        };
+        self.search = SearchView {
+            settings: Some(s),
+            ..SearchView::default()
+        };
+        vec![Effect::Search {
+            plan: plan.clone(),
+            settings: s,
+        }]
+    }
+
+    /// A search event.
+    pub fn on_search_event(&mut self, e: SearchEvent) {
+        match e {
+            SearchEvent::Baseline {
+                float_accuracy,
+                int8,
+            } => {
+                self.search.float_accuracy = Some(float_accuracy);
+                self.search.tried = vec![int8.clone()];
+                self.search.int8 = Some(int8);
+            }
+            SearchEvent::Tried { candidate, .. } => {
+                self.search.tried.push(candidate);
+            }
+        }
+        mark_front(&mut self.search.tried);
+    }
+
+    /// The search ended.
+    pub fn on_search_done(&mut self, r: SearchReport) {
+        self.search.tried = r.tried.clone();
+        self.search.report = Some(Arc::new(r));
+    }
+
+    /// Makes evaluated plan `i` the current plan (its precisions on the current plan's other
+    /// settings); it is then evaluated like any edit.
+    pub fn use_candidate(&mut self, i: usize) -> Result<Vec<Effect>, String> {
+        let c = self
+            .search
+            .tried
+            .get(i)
+            .ok_or("that plan is no longer in the search results")?;
+        let mut p: QuantPlan = self.plan.clone().ok_or("no plan is open")?;
+        for (name, prec) in &c.layers {
+            let l = p
+                .layer_mut(name)
+                .ok_or_else(|| format!("the plan has no layer '{name}'"))?;
+            l.precision = *prec;
+            l.excluded = false;
+            l.activations = Precision::Int8;
+        }
+        Ok(self.set_plan(p))
+    }
+}

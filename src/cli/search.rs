@@ -1,0 +1,215 @@
+//! `qatlas search`: automatic mixed precision (`analysis::search`). Prints the plans as they
+//! are evaluated, then the Pareto front and the chosen plan with its latency measured beside
+//! all-int8 and float; `--out plan.ron` writes the chosen plan with its calibrated ranges
+//! (even when the constraint is not met, which it then says); `--json` prints the report.
+
+use super::common::{DataArgs, default_model, print_json};
+use super::ptq::PlanArgs;
+use crate::analysis::search::{
+    Candidate, Objective, SearchConfig, SearchData, SearchEvent, search,
+};
+use crate::data::Split;
+use crate::io::load_any;
+use crate::quant::Precision;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Flags of `qatlas search`.
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Observers and granularity of every candidate (a plan file's excluded layers stay fp32).
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Largest accuracy drop against float, percentage points.
+    #[arg(long, default_value_t = 0.3)]
+    pub max_drop: f64,
+    #[arg(long, value_enum, default_value = "size")]
+    pub objective: Objective,
+    /// Time budget: 90, 90s, 2m.
+    #[arg(long, default_value = "60s")]
+    pub budget: String,
+    #[arg(long, default_value_t = 1000)]
+    pub calib_samples: usize,
+    /// Test images each candidate is measured on.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Keep a layer at a precision: --pin conv1=fp32 (repeatable).
+    #[arg(long)]
+    pub pin: Vec<String>,
+    /// Write the chosen plan with its calibrated ranges (RON).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn budget(s: &str) -> anyhow::Result<Duration> {
+    let t = s.trim();
+    let (num, mult) = if let Some(m) = t.strip_suffix('m') {
+        (m, 60.0)
+    } else {
+        (t.strip_suffix('s').unwrap_or(t), 1.0)
+    };
+    let v: f64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("--budget: expected seconds such as 60s or 2m, found '{s}'")
+    })?;
+    anyhow::ensure!(
+        v > 0.0 && v * mult <= 86_400.0,
+        "--budget must be between 0 and 24 h"
+    );
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+fn pins(v: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, Precision>> {
+    v.iter()
+        .map(|p| {
+            let (layer, prec) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--pin: expected layer=precision, found '{p}'"))?;
+            let prec = <Precision as clap::ValueEnum>::from_str(prec, true)
+                .map_err(|_| anyhow::anyhow!("--pin {p}: precision is fp32, fp16, int8 or int4"))?;
+            Ok((layer.to_string(), prec))
+        })
+        .collect()
+}
+
+fn line(c: &Candidate) -> String {
+    let layers: Vec<String> = c
+        .layers
+        .iter()
+        .map(|(n, p)| format!("{n}:{}", p.name()))
+        .collect();
+    format!(
+        "{:.2} % ({:+.2} pp)  {:>9} B  ~{:.1} µs  {}",
+        c.accuracy * 100.0,
+        -c.drop_pp,
+        c.weight_bytes,
+        c.latency_est_us,
+        layers.join(" ")
+    )
+}
+
+/// Runs `qatlas search`.
+pub fn run(a: SearchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.samples > 0 && a.calib_samples > 0,
+        "--samples and --calib-samples must be positive"
+    );
+    anyhow::ensure!(a.max_drop >= 0.0, "--max-drop must be at least 0");
+    let path = a.model.clone().unwrap_or_else(default_model);
+    let model = load_any(&path)?;
+    let base = a.plan.plan(&model.graph, Precision::Int8)?;
+    let norm = a.data.normalization(&model.meta.normalization)?;
+    let calib = a.data.load(Split::Train, Some(a.calib_samples))?;
+    let eval = a.data.load(Split::Test, Some(a.samples))?;
+    norm.validate(calib.c)?;
+    let cfg = SearchConfig {
+        max_drop_pp: a.max_drop,
+        objective: a.objective,
+        budget: budget(&a.budget)?,
+        calib_samples: a.calib_samples,
+        eval_samples: a.samples,
+        pinned: pins(&a.pin)?,
+        ..SearchConfig::default()
+    };
+    let d = SearchData {
+        model: &model.graph,
+        base: &base,
+        calib: &calib,
+        eval: &eval,
+        norm: &norm,
+    };
+    let quiet = a.json;
+    let r = search(&d, &cfg, &AtomicBool::new(false), &mut |e| {
+        if quiet {
+            return;
+        }
+        match e {
+            SearchEvent::Baseline {
+                float_accuracy,
+                int8,
+            } => {
+                eprintln!(
+                    "float {:.2} %; all int8: {}",
+                    float_accuracy * 100.0,
+                    line(&int8)
+                );
+            }
+            SearchEvent::Tried { index, candidate } => {
+                eprintln!("#{index:<3} {}", line(&candidate))
+            }
+        }
+    })?;
+    if let Some(out) = &a.out {
+        let text = r.chosen_plan.to_ron()?;
+        crate::io::atomic::write_atomic(out, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    }
+    if a.json {
+        return print_json(&serde_json::to_value(&r)?);
+    }
+    let best = r.best();
+    println!(
+        "{}: {} plans in {:.1} s ({}), float {:.2} % on {} images",
+        path.display(),
+        r.tried.len(),
+        r.seconds,
+        if r.stopped_early {
+            "budget reached"
+        } else {
+            "search complete"
+        },
+        r.float_accuracy * 100.0,
+        r.eval_images
+    );
+    println!("Pareto front (accuracy, weight bytes, estimated latency):");
+    for c in r.tried.iter().filter(|c| c.on_front) {
+        println!("  {}", line(c));
+    }
+    println!(
+        "chosen ({}{}): {}",
+        match a.objective {
+            Objective::Size => "smallest",
+            Objective::Latency => "fastest",
+        },
+        if r.constraint_met {
+            format!(" within {} pp", a.max_drop)
+        } else {
+            format!(
+                "; NO plan is within {} pp, this is the most accurate",
+                a.max_drop
+            )
+        },
+        line(best)
+    );
+    println!(
+        "  weights {} B = {:.2}x smaller than float ({} B), all-int8 {} B ({:.2}x)",
+        best.weight_bytes,
+        r.float_bytes as f64 / best.weight_bytes.max(1) as f64,
+        r.float_bytes,
+        r.int8.weight_bytes,
+        r.float_bytes as f64 / r.int8.weight_bytes.max(1) as f64
+    );
+    if let (Some(c), Some(i)) = (&r.chosen_latency, &r.int8_latency) {
+        println!(
+            "  latency (measured, batch {}): {:.1} µs; all-int8 {:.1} µs ({:.2}x); float {:.1} µs ({:.2}x); {}",
+            c.batch,
+            c.int_us,
+            i.int_us,
+            i.int_us / c.int_us,
+            c.float_us,
+            c.float_us / c.int_us,
+            c.kernel_path
+        );
+    }
+    if let Some(out) = &a.out {
+        println!("plan written to {}", out.display());
+    }
+    Ok(())
+}
