@@ -410,3 +410,36 @@ fn a_100_mb_model_loads_on_a_worker_while_the_window_keeps_drawing() {
         h.state().frame_times.p99_ms()
     );
 }
+
+#[test]
+fn the_search_tab_runs_a_search_and_a_front_plan_becomes_the_current_plan() {
+    let mut h = harness();
+    step_until(&mut h, "the default plan", settled);
+    use egui_kittest::kittest::Queryable;
+    h.get_by_label("Search").click();
+    h.run_steps(2);
+    h.state_mut().state.search.form.budget_s = 60.0;
+    h.get_by_label("Run search").click();
+    h.step();
+    step_until(&mut h, "the search", |a| {
+        a.ws.search.report.is_some() && !a.plan_busy().search
+    });
+    let r = h.state().ws.search.report.clone().unwrap();
+    assert!(r.constraint_met, "{:?}", r.best());
+    let chosen = r.chosen;
+    assert!(r.tried[chosen].on_front);
+    h.get_by_label(&format!("Use plan {chosen}")).click();
+    h.run_steps(2);
+    let plan = h.state().ws.plan.clone().unwrap();
+    for (n, p) in &r.tried[chosen].layers {
+        assert_eq!(plan.layer(n).unwrap().precision, *p, "{n}");
+    }
+    step_until(&mut h, "the chosen plan's evaluation", settled);
+    // The what-if of the current plan (same images) gives the search's figure.
+    let ev = h.state().ws.current_eval().unwrap();
+    assert_eq!(
+        ev.eval.comparison.quantized_accuracy,
+        r.tried[chosen].accuracy
+    );
+    assert_eq!(ev.eval.size.bytes, r.tried[chosen].weight_bytes);
+}

@@ -85,8 +85,11 @@ fn line(c: &Candidate) -> String {
         .iter()
         .map(|(n, p)| format!("{n}:{}", p.name()))
         .collect();
+    let measured = c
+        .latency_us
+        .map_or(String::new(), |us| format!(" (measured {us:.1} µs)"));
     format!(
-        "{:.2} % ({:+.2} pp)  {:>9} B  ~{:.1} µs  {}",
+        "{:.2} % ({:+.2} pp)  {:>9} B  ~{:.1} µs{measured}  {}",
         c.accuracy * 100.0,
         -c.drop_pp,
         c.weight_bytes,

@@ -1,0 +1,163 @@
+//! Automatic mixed precision on real MNIST and the pretrained seed-cnn: the search keeps its
+//! promise (the chosen plan is within the drop it was given, its front undominated, its
+//! figures the library's own for that plan), honours pinned layers, reports when nothing meets
+//! the constraint, and `qatlas search --out` writes a plan that `convert` accepts.
+
+use qatlas::analysis::compare::compare;
+use qatlas::analysis::search::{Objective, SearchConfig, SearchData, SearchEvent, search};
+use qatlas::cli::common::{default_data_dir, default_model};
+use qatlas::data::{Loader, Split, load_split};
+use qatlas::io::load_any;
+use qatlas::quant::plan::{Precision, QuantPlan};
+use qatlas::quant::ptq;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+fn quick(max_drop_pp: f64) -> SearchConfig {
+    SearchConfig {
+        max_drop_pp,
+        calib_samples: 500,
+        eval_samples: 500,
+        budget: Duration::from_secs(120),
+        latency: qatlas::bench::latency::LatencyConfig {
+            batch: 1,
+            repeats: 3,
+            min_seconds: 0.0,
+        },
+        ..SearchConfig::default()
+    }
+}
+
+#[test]
+fn the_chosen_plan_is_within_the_drop_smaller_than_int8_and_measured_as_the_library_measures_it() {
+    let m = load_any(&default_model()).unwrap();
+    let base = QuantPlan::default_for(&m.graph, Precision::Int8);
+    let calib = load_split(&default_data_dir(), Split::Train)
+        .unwrap()
+        .limit(500);
+    let eval = load_split(&default_data_dir(), Split::Test)
+        .unwrap()
+        .limit(500);
+    let norm = m.meta.normalization.clone();
+    let d = SearchData {
+        model: &m.graph,
+        base: &base,
+        calib: &calib,
+        eval: &eval,
+        norm: &norm,
+    };
+    let mut events = 0;
+    let r = search(&d, &quick(0.3), &AtomicBool::new(false), &mut |e| {
+        if matches!(e, SearchEvent::Tried { .. }) {
+            events += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(events + 1, r.tried.len());
+    assert!(r.constraint_met);
+    let best = r.best();
+    assert!(best.drop_pp <= 0.3, "{best:?}");
+    // int8 everywhere is ~4x; the search must do clearly better (the issue asks for >= 6x).
+    let ratio = r.float_bytes as f64 / best.weight_bytes as f64;
+    assert!(
+        ratio >= 6.0,
+        "{ratio:.2}x ({} of {} bytes)",
+        best.weight_bytes,
+        r.float_bytes
+    );
+    assert!(best.weight_bytes < r.int8.weight_bytes);
+    // The front: no plan dominates a front plan.
+    for f in r.tried.iter().filter(|c| c.on_front) {
+        assert!(!r.tried.iter().any(|o| o.accuracy > f.accuracy
+            && o.weight_bytes < f.weight_bytes
+            && o.latency_est_us < f.latency_est_us));
+    }
+    // The library's own accuracy for the chosen precisions (calibration batches of 256).
+    let mut plan = base.clone();
+    for (n, p) in &best.layers {
+        plan.layer_mut(n).unwrap().precision = *p;
+    }
+    let stop = AtomicBool::new(false);
+    let batches = Loader::new(&calib, &norm, 256, None, false).map(|(x, _)| x);
+    let res = ptq(&m.graph, &plan, batches, &stop, &mut |_| {}).unwrap();
+    let c = compare(
+        &res.folded,
+        &res.points,
+        &res.prepared,
+        &eval,
+        &norm,
+        250,
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(c.quantized_accuracy, best.accuracy);
+    assert!(r.chosen_latency.as_ref().is_some_and(|l| l.int_us > 0.0));
+
+    // A pinned layer keeps its precision in every plan tried.
+    let mut cfg = quick(0.3);
+    cfg.pinned.insert("fc".into(), Precision::Fp16);
+    let r = search(&d, &cfg, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(r.tried.iter().all(|c| {
+        c.layers
+            .iter()
+            .any(|(n, p)| n == "fc" && *p == Precision::Fp16)
+    }));
+
+    // An impossible constraint still gives a plan, and says so.
+    let mut cfg = quick(-1.0);
+    cfg.objective = Objective::Latency;
+    let r = search(&d, &cfg, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(!r.constraint_met);
+    let most = r.tried.iter().map(|c| c.accuracy).fold(0.0, f64::max);
+    assert_eq!(r.best().accuracy, most);
+}
+
+#[test]
+fn the_cli_writes_a_plan_that_convert_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("mixed.ron");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qatlas"))
+        .args([
+            "search",
+            "--json",
+            "--budget",
+            "60s",
+            "--samples",
+            "300",
+            "--calib-samples",
+            "300",
+            "--out",
+        ])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["constraint_met"].as_bool().unwrap(), "{v}");
+    let back = QuantPlan::load(&plan, None).unwrap();
+    assert!(!back.ranges.is_empty());
+    let bundle = tmp.path().join("mixed.int.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qatlas"))
+        .args(["convert", "--plan"])
+        .arg(&plan)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(bundle.is_file());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_qatlas"))
+        .args(["search", "--budget", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--budget"));
+}
