@@ -19,6 +19,7 @@ pub mod export_control;
 pub mod format;
 pub mod frame_times;
 pub mod input;
+pub mod model_view;
 pub mod outcomes;
 pub mod panels;
 pub mod plan_jobs;
