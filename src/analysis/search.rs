@@ -158,8 +158,9 @@ fn pinned_layers(cfg: &SearchConfig, base: &QuantPlan) -> BTreeMap<String, Preci
     m
 }
 
-/// `base` with each layer's weights at the given precision (activations int8).
-fn with_precisions(base: &QuantPlan, layers: &[(String, Precision)]) -> QuantPlan {
+/// `base` with each layer's weights at the given precision (activations int8, nothing
+/// excluded, no fixed ranges): a search candidate as a plan.
+pub fn with_precisions(base: &QuantPlan, layers: &[(String, Precision)]) -> QuantPlan {
     let mut p = base.clone();
     p.ranges.clear();
     for (name, prec) in layers {

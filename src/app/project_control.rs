@@ -107,6 +107,14 @@ impl StudioApp {
 
     /// The session as a project (settings and the figures on screen), or why it cannot be one.
     pub fn project_now(&self) -> Result<Project, String> {
+        let mut p = self.project_settings()?;
+        p.results = results_of(&self.live, &self.ws);
+        Ok(p)
+    }
+
+    /// The session's settings as a project, without the figures: what the unsaved-changes mark
+    /// compares (cheap enough for every frame: no results are copied).
+    pub fn project_settings(&self) -> Result<Project, String> {
         let view = self.live.model.as_ref().ok_or("no model is open")?;
         let path = match &view.origin {
             ModelOrigin::File(p) => p.clone(),
@@ -141,19 +149,13 @@ impl StudioApp {
             },
             qat: self.live.project.qat,
             export: self.live.project.export.clone(),
-            results: self.results_now(),
             ..Project::default()
         })
     }
 
-    /// The figures on screen now (those of the current plan revision only).
-    fn results_now(&self) -> Results {
-        results_of(&self.live, &self.ws)
-    }
-
     /// Whether the session's settings differ from the ones last saved or opened.
     pub fn project_dirty(&self) -> bool {
-        match (&self.live.project.baseline, self.project_now()) {
+        match (&self.live.project.baseline, self.project_settings()) {
             (Some(b), Ok(now)) => !b.settings_eq(&now),
             _ => false,
         }
@@ -189,7 +191,7 @@ impl StudioApp {
 
     /// The settings just opened or saved become the baseline of the unsaved-changes mark.
     pub(super) fn mark_project_clean(&mut self) {
-        self.live.project.baseline = self.project_now().ok();
+        self.live.project.baseline = self.project_settings().ok();
     }
 
     fn save_project(&mut self, path: PathBuf) {
@@ -348,17 +350,7 @@ pub fn is_project_file(path: &Path) -> bool {
 pub fn results_of(live: &Live, ws: &Workspace) -> Results {
     let mut r = Results::default();
     if let Some(ev) = ws.current_eval() {
-        let c = &ev.eval.comparison;
-        r.float_accuracy = Some(Measured {
-            accuracy: c.float_accuracy,
-            images: c.images,
-        });
-        r.plan_accuracy = Some(Measured {
-            accuracy: c.quantized_accuracy,
-            images: c.images,
-        });
-        r.weight_bytes = Some(ev.eval.size.bytes as u64);
-        r.float_weight_bytes = Some(ev.eval.size.float_bytes as u64);
+        r.set_plan_figures(&ev.eval);
     }
     if let Some(t) = ws.integer.as_ref().filter(|t| t.rev == ws.rev)
         && let Ok((accuracy, images)) = t.value

@@ -5,9 +5,8 @@
 
 use super::workspace::{Effect, Workspace};
 use crate::analysis::search::{
-    Candidate, Objective, SearchConfig, SearchEvent, SearchReport, mark_front,
+    Candidate, Objective, SearchConfig, SearchEvent, SearchReport, mark_front, with_precisions,
 };
-use crate::quant::{Precision, QuantPlan};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,15 +104,11 @@ impl Workspace {
             .tried
             .get(i)
             .ok_or("that plan is no longer in the search results")?;
-        let mut p: QuantPlan = self.plan.clone().ok_or("no plan is open")?;
-        for (name, prec) in &c.layers {
-            let l = p
-                .layer_mut(name)
-                .ok_or_else(|| format!("the plan has no layer '{name}'"))?;
-            l.precision = *prec;
-            l.excluded = false;
-            l.activations = Precision::Int8;
+        let plan = self.plan.as_ref().ok_or("no plan is open")?;
+        if let Some((name, _)) = c.layers.iter().find(|(n, _)| plan.layer(n).is_none()) {
+            return Err(format!("the plan has no layer '{name}'"));
         }
+        let p = with_precisions(plan, &c.layers);
         Ok(self.set_plan(p))
     }
 }

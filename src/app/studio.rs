@@ -393,7 +393,7 @@ impl StudioApp {
     pub fn draw(&mut self, ui: &mut egui::Ui, frame: Option<&eframe::Frame>) {
         let started = Instant::now();
         let mut commands = Vec::new();
-        let project = self.project_now();
+        let project = self.project_settings();
         let dirty = match (&self.live.project.baseline, &project) {
             (Some(b), Ok(now)) => !b.settings_eq(now),
             _ => false,

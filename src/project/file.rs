@@ -220,6 +220,24 @@ pub struct Results {
     pub exports: Vec<ExportRecord>,
 }
 
+impl Results {
+    /// Float and simulated plan accuracy and the weight bytes of an evaluated plan (the studio's
+    /// summary strip and `qatlas run` both take them from here).
+    pub fn set_plan_figures(&mut self, ev: &crate::analysis::whatif::PlanEval) {
+        let c = &ev.comparison;
+        self.float_accuracy = Some(Measured {
+            accuracy: c.float_accuracy,
+            images: c.images,
+        });
+        self.plan_accuracy = Some(Measured {
+            accuracy: c.quantized_accuracy,
+            images: c.images,
+        });
+        self.weight_bytes = Some(ev.size.bytes as u64);
+        self.float_weight_bytes = Some(ev.size.float_bytes as u64);
+    }
+}
+
 /// A project: see the module doc.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

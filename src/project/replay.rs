@@ -108,16 +108,7 @@ pub fn replay(
         };
         let (ev, _) = calibrate_and_evaluate(&mut session, &plan, &data, &stop, &mut |_, _| {})?;
         let c = &ev.comparison;
-        now.float_accuracy = Some(Measured {
-            accuracy: c.float_accuracy,
-            images: c.images,
-        });
-        now.plan_accuracy = Some(Measured {
-            accuracy: c.quantized_accuracy,
-            images: c.images,
-        });
-        now.weight_bytes = Some(ev.size.bytes as u64);
-        now.float_weight_bytes = Some(ev.size.float_bytes as u64);
+        now.set_plan_figures(&ev);
         progress("converting to the integer runtime");
         let check = IntegerCheck {
             data: test.clone(),
