@@ -124,6 +124,7 @@ impl StudioApp {
             CentralTab::Sensitivity => {
                 Command::Plan(PlanCommand::Sweep(self.state.sensitivity.form))
             }
+            CentralTab::Search => Command::Plan(PlanCommand::Search(self.state.search.form)),
             CentralTab::Qat => Command::Qat(QatCommand::Start(self.state.qat.request())),
             CentralTab::Export => Command::ExportShortcut,
             other => {
