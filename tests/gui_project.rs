@@ -444,4 +444,32 @@ fn the_search_tab_runs_a_search_and_a_front_plan_becomes_the_current_plan() {
         r.tried[chosen].accuracy
     );
     assert_eq!(ev.eval.size.bytes, r.tried[chosen].weight_bytes);
+
+    // Resume with a looser drop: the evaluated plans are kept, not evaluated again, and the
+    // chosen plan is no larger.
+    h.state_mut().state.search.form.max_drop_pp = 1.0;
+    h.run_steps(2);
+    h.get_by_label("Resume").click();
+    h.step();
+    step_until(&mut h, "the resumed search", |a| {
+        a.ws.search.report.is_some() && !a.plan_busy().search
+    });
+    let r2 = h.state().ws.search.report.clone().unwrap();
+    assert_eq!(r2.resumed_plans, r.tried.len());
+    assert!(r2.tried.len() >= r.tried.len());
+    assert!(r2.best().weight_bytes <= r.best().weight_bytes);
+
+    // The verdict's QAT button makes the chosen plan current and opens QAT set to train it.
+    h.get_by_label("Fine-tune with QAT…").click();
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.state.central, qatlas::app::studio::CentralTab::Qat);
+    assert_eq!(
+        app.state.qat.precision,
+        qatlas::jobs::qat_request::QatPrecision::Plan
+    );
+    let plan = app.ws.plan.clone().unwrap();
+    for (n, p) in &r2.best().layers {
+        assert_eq!(plan.layer(n).unwrap().precision, *p, "{n}");
+    }
 }

@@ -45,6 +45,7 @@ fn the_chosen_plan_is_within_the_drop_smaller_than_int8_and_measured_as_the_libr
         calib: &calib,
         eval: &eval,
         norm: &norm,
+        resume: None,
     };
     let mut events = 0;
     let r = search(&d, &quick(0.3), &AtomicBool::new(false), &mut |e| {
@@ -126,6 +127,10 @@ fn the_cli_writes_a_plan_that_convert_accepts() {
             "300",
             "--calib-samples",
             "300",
+            "--qat-epochs",
+            "1",
+            "--qat-limit",
+            "2000",
             "--out",
         ])
         .arg(&plan)
@@ -138,6 +143,19 @@ fn the_cli_writes_a_plan_that_convert_accepts() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["constraint_met"].as_bool().unwrap(), "{v}");
+    // The short QAT of the chosen plan: measured before and after on the same images.
+    let q = &v["qat"];
+    let chosen = v["chosen"].as_u64().unwrap() as usize;
+    let before = q["before"].as_f64().unwrap();
+    assert_eq!(before, v["tried"][chosen]["accuracy"].as_f64().unwrap());
+    assert_eq!(q["train_images"].as_u64(), Some(2000));
+    // QAT starts from the searched plan's own ranges: same accuracy at the start.
+    assert!((q["start"].as_f64().unwrap() - before).abs() < 0.005, "{q}");
+    let after = q["after"].as_f64().unwrap();
+    assert!(after > before - 0.01, "{q}");
+    let drop = q["drop_pp_after"].as_f64().unwrap();
+    let float = v["float_accuracy"].as_f64().unwrap();
+    assert!((drop - (float - after) * 100.0).abs() < 1e-9);
     let back = QuantPlan::load(&plan, None).unwrap();
     assert!(!back.ranges.is_empty());
     let bundle = tmp.path().join("mixed.int.safetensors");
@@ -160,4 +178,76 @@ fn the_cli_writes_a_plan_that_convert_accepts() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--budget"));
+}
+
+#[test]
+fn a_resumed_search_keeps_its_plans_and_ends_where_an_uninterrupted_one_ends() {
+    let m = load_any(&default_model()).unwrap();
+    let base = QuantPlan::default_for(&m.graph, Precision::Int8);
+    let calib = load_split(&default_data_dir(), Split::Train)
+        .unwrap()
+        .limit(300);
+    let eval = load_split(&default_data_dir(), Split::Test)
+        .unwrap()
+        .limit(300);
+    let norm = m.meta.normalization.clone();
+    let mut d = SearchData {
+        model: &m.graph,
+        base: &base,
+        calib: &calib,
+        eval: &eval,
+        norm: &norm,
+        resume: None,
+    };
+    let mut cfg = quick(0.3);
+    cfg.calib_samples = 300;
+    cfg.eval_samples = 300;
+    let full = search(&d, &cfg, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(!full.stopped_early);
+    // Stopped after three new plans, as Stop or a short budget would.
+    let stop = AtomicBool::new(false);
+    let mut n = 0;
+    let first = search(&d, &cfg, &stop, &mut |e| {
+        if matches!(e, SearchEvent::Tried { .. }) {
+            n += 1;
+            if n == 3 {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+    .unwrap();
+    assert!(first.stopped_early);
+    assert_eq!(first.tried.len(), 4);
+    assert!(first.memory.fits(&base, &cfg));
+    let mut other = cfg.clone();
+    other.eval_samples = 200;
+    assert!(!first.memory.fits(&base, &other));
+    d.resume = Some(&first.memory);
+    let mut resumed_from = 0;
+    let mut new = 0;
+    let second = search(&d, &cfg, &AtomicBool::new(false), &mut |e| match e {
+        SearchEvent::Resumed { tried, .. } => resumed_from = tried.len(),
+        SearchEvent::Tried { .. } => new += 1,
+        SearchEvent::Baseline { .. } => panic!("a resumed search re-measured its baseline"),
+    })
+    .unwrap();
+    assert_eq!(resumed_from, 4);
+    assert_eq!(second.resumed_plans, 4);
+    // Nothing is evaluated twice: the two runs together evaluated what one run did.
+    assert_eq!(4 + new, full.tried.len());
+    assert_eq!(second.tried.len(), full.tried.len());
+    for (a, b) in second.tried.iter().zip(&full.tried) {
+        assert_eq!(a.layers, b.layers);
+        assert_eq!(a.accuracy, b.accuracy);
+        assert_eq!(a.weight_bytes, b.weight_bytes);
+    }
+    assert_eq!(second.best().layers, full.best().layers);
+    // A looser drop resumed from the finished search finds a plan at least as small.
+    d.resume = Some(&full.memory);
+    let mut loose = cfg.clone();
+    loose.max_drop_pp = 1.0;
+    let third = search(&d, &loose, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(third.resumed_plans, full.tried.len());
+    assert!(third.best().weight_bytes <= full.best().weight_bytes);
+    assert!(third.best().drop_pp <= 1.0 + 1e-9);
 }

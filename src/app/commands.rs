@@ -76,6 +76,10 @@ impl StudioApp {
             Command::ShowShortcuts(on) => self.live.show_shortcuts = on,
             Command::ShowNoticeDetails(on) => self.live.show_notice_details = on,
             Command::SetTheme(t) => self.prefs.theme = t,
+            Command::QatOnPlan => {
+                self.state.qat.precision = crate::jobs::qat_request::QatPrecision::Plan;
+                self.state.central = super::studio::CentralTab::Qat;
+            }
             Command::Quit => {
                 let lost = self.unsaved_work();
                 if lost.is_empty() {
@@ -482,6 +486,7 @@ fn starts_work(cmd: &Command) -> bool {
             | Command::ShowShortcuts(_)
             | Command::ShowNoticeDetails(_)
             | Command::SetTheme(_)
+            | Command::QatOnPlan
             | Command::Confirm(_)
             | Command::Plan(super::workspace::PlanCommand::Select(_))
             | Command::Plan(super::workspace::PlanCommand::DragRange { .. })

@@ -137,15 +137,26 @@ impl PlanJobs {
                     }
                 }
                 Effect::Latency => self.latency(ws, inp, waker),
-                Effect::Search { plan, settings } => {
+                Effect::Search {
+                    plan,
+                    settings,
+                    resume,
+                } => {
                     if let Some(j) = self.search.take() {
                         j.stop();
                     }
                     let started = Self::plan_data(ws, inp).and_then(|d| {
                         let (_, model) = inp.model.ok_or("no model is open")?;
                         let cfg = settings.config(ws.calib_samples, ws.eval_samples);
-                        Job::search(model.clone(), plan, d.calib, d.eval, cfg, waker.clone())
-                            .map_err(|e| format!("cannot start the search: {e}"))
+                        Job::search(
+                            model.clone(),
+                            plan,
+                            (d.calib, d.eval),
+                            cfg,
+                            resume,
+                            waker.clone(),
+                        )
+                        .map_err(|e| format!("cannot start the search: {e}"))
                     });
                     match started {
                         Ok(j) => self.search = Some(j),

@@ -7,6 +7,7 @@ use super::workspace::{Effect, Workspace};
 use crate::analysis::search::{
     Candidate, Objective, SearchConfig, SearchEvent, SearchReport, mark_front, with_precisions,
 };
+use crate::quant::QuantPlan;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub struct SearchView {
     pub tried: Vec<Candidate>,
     pub report: Option<Arc<SearchReport>>,
     pub error: Option<String>,
+    /// The plan the search started from (a resumed search starts from it again, even after
+    /// one of its plans was used).
+    pub base: Option<QuantPlan>,
 }
 
 impl Workspace {
@@ -64,12 +68,53 @@ impl Workspace {
         };
         self.search = SearchView {
             settings: Some(s),
+            base: Some(plan.clone()),
             ..SearchView::default()
         };
         vec![Effect::Search {
             plan: plan.clone(),
             settings: s,
+            resume: None,
         }]
+    }
+
+    /// Why the last search cannot be resumed from the current plan with these settings, if
+    /// it cannot (the Resume button says it).
+    pub fn resume_blocker(&self, s: &SearchSettings) -> Option<String> {
+        let Some(r) = &self.search.report else {
+            return Some("no search has ended yet".into());
+        };
+        let Some(plan) = self.plan.as_ref() else {
+            return Some("no plan is open".into());
+        };
+        let base = self.search.base.as_ref().unwrap_or(plan);
+        let cfg = s.config(self.calib_samples, self.eval_samples);
+        if !r.memory.fits(base, &cfg) {
+            return Some(
+                "the sample counts or the plan's observers changed since the search: run a new one"
+                    .into(),
+            );
+        }
+        None
+    }
+
+    /// Continues the last search (its plans kept) with new settings.
+    pub fn resume_search(&mut self, s: SearchSettings) -> Result<Vec<Effect>, String> {
+        if let Some(why) = self.resume_blocker(&s) {
+            return Err(format!("cannot resume the search: {why}"));
+        }
+        let (Some(r), Some(plan)) = (self.search.report.clone(), self.plan.as_ref()) else {
+            return Err("cannot resume the search: no plan is open".into());
+        };
+        let base = self.search.base.clone().unwrap_or_else(|| plan.clone());
+        self.search.settings = Some(s);
+        self.search.report = None;
+        self.search.error = None;
+        Ok(vec![Effect::Search {
+            plan: base,
+            settings: s,
+            resume: Some(r.memory.clone()),
+        }])
     }
 
     /// A search event.
@@ -82,6 +127,14 @@ impl Workspace {
                 self.search.float_accuracy = Some(float_accuracy);
                 self.search.tried = vec![int8.clone()];
                 self.search.int8 = Some(int8);
+            }
+            SearchEvent::Resumed {
+                float_accuracy,
+                tried,
+            } => {
+                self.search.float_accuracy = Some(float_accuracy);
+                self.search.int8 = tried.first().cloned();
+                self.search.tried = tried;
             }
             SearchEvent::Tried { candidate, .. } => {
                 self.search.tried.push(candidate);

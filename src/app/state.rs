@@ -81,6 +81,8 @@ pub enum Command {
     StartCurrent,
     /// Esc: stop whatever runs.
     StopRunning,
+    /// Show the QAT tab set to fine-tune the current plan (the Search tab's "fine-tune").
+    QatOnPlan,
 }
 
 /// How the user answered "unsaved work would be lost".

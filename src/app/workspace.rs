@@ -63,6 +63,9 @@ pub enum PlanCommand {
     MeasureLatency,
     /// Search per-layer precisions (Search tab).
     Search(super::search_state::SearchSettings),
+    /// Continue the last search with these settings (another budget, drop or objective):
+    /// its evaluated plans are kept and not evaluated again.
+    ResumeSearch(super::search_state::SearchSettings),
     /// Stop the search; its front stays.
     StopSearch,
     /// Make the search's evaluated plan `n` the current plan.
@@ -147,6 +150,7 @@ pub enum Effect {
     Search {
         plan: QuantPlan,
         settings: super::search_state::SearchSettings,
+        resume: Option<crate::analysis::search::SearchMemory>,
     },
     StopSearch,
     /// Measure the latency of the evaluated plan.
@@ -281,6 +285,7 @@ impl Workspace {
             PlanCommand::Sweep(s) => self.start_sweep(s),
             PlanCommand::CancelSweep => vec![Effect::CancelSweep],
             PlanCommand::Search(st) => self.start_search(st),
+            PlanCommand::ResumeSearch(st) => self.resume_search(st)?,
             PlanCommand::StopSearch => vec![Effect::StopSearch],
             PlanCommand::UseSearched(i) => self.use_candidate(i)?,
             PlanCommand::KeepSensitive { n, keep } => {

@@ -2,6 +2,8 @@
 //! are evaluated, then the Pareto front and the chosen plan with its latency measured beside
 //! all-int8 and float; `--out plan.ron` writes the chosen plan with its calibrated ranges
 //! (even when the constraint is not met, which it then says); `--json` prints the report.
+//! `--qat-epochs N` then fine-tunes the chosen plan with QAT and reports its accuracy before
+//! and after on the same evaluation images (`--qat-out` keeps the model).
 
 use super::common::{DataArgs, default_model, print_json};
 use super::ptq::PlanArgs;
@@ -47,6 +49,77 @@ pub struct SearchArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Fine-tune the chosen plan with this many epochs of QAT (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub qat_epochs: usize,
+    /// Peak learning rate of that QAT (AdamW, cosine to 0).
+    #[arg(long, default_value_t = 1e-4)]
+    pub qat_lr: f32,
+    /// Train that QAT on the first N training images only.
+    #[arg(long)]
+    pub qat_limit: Option<usize>,
+    /// Write the fine-tuned fake-quant model (.safetensors).
+    #[arg(long)]
+    pub qat_out: Option<PathBuf>,
+}
+
+/// The chosen plan before and after the short QAT (`--qat-epochs`).
+#[derive(serde::Serialize)]
+struct QatAfter {
+    epochs: usize,
+    train_images: usize,
+    /// The searched plan's accuracy (fake quant, the search's evaluation images).
+    before: f64,
+    /// QAT's starting point measured by the QAT run (same plan and ranges).
+    start: Option<f64>,
+    after: Option<f64>,
+    drop_pp_after: Option<f64>,
+    seconds: f64,
+    error: Option<String>,
+}
+
+fn fine_tune(
+    a: &SearchArgs,
+    model: &crate::io::Model,
+    plan: &crate::quant::QuantPlan,
+    eval: &crate::data::Dataset,
+    norm: &crate::data::Normalization,
+) -> anyhow::Result<(crate::jobs::QatOutcome, usize)> {
+    use crate::jobs::qat_request::{QatPrecision, QatRequest};
+    let train = a.data.load(Split::Train, a.qat_limit)?;
+    let req = QatRequest {
+        precision: QatPrecision::Plan,
+        epochs: a.qat_epochs,
+        lr: a.qat_lr,
+        lsq: false,
+        freeze_bn_after: None,
+        freeze_observers_after: None,
+        limit: a.qat_limit,
+    };
+    let mut m = model.clone();
+    m.meta.normalization = norm.clone();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let spec = req.spec(&m, command, None, Some(plan.clone()));
+    let pb = super::common::progress(0, "QAT of the chosen plan");
+    let out = crate::jobs::run_qat(
+        &spec,
+        &train,
+        Some(eval),
+        &crate::train::Control::new(),
+        &|e| {
+            if let crate::jobs::JobEvent::Train(crate::train::TrainEvent::Step {
+                step,
+                total_steps,
+                ..
+            }) = e
+            {
+                pb.set_length(total_steps as u64);
+                pb.set_position(step as u64);
+            }
+        },
+    )?;
+    pb.finish_and_clear();
+    Ok((out, train.len()))
 }
 
 fn budget(s: &str) -> anyhow::Result<Duration> {
@@ -105,6 +178,18 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         "--samples and --calib-samples must be positive"
     );
     anyhow::ensure!(a.max_drop >= 0.0, "--max-drop must be at least 0");
+    if let Some(p) = &a.qat_out {
+        anyhow::ensure!(
+            a.qat_epochs > 0,
+            "--qat-out {}: it needs --qat-epochs N (N > 0)",
+            p.display()
+        );
+        anyhow::ensure!(
+            p.extension().is_some_and(|e| e == "safetensors"),
+            "--qat-out {}: the fine-tuned model is written as .safetensors",
+            p.display()
+        );
+    }
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let base = a.plan.plan(&model.graph, Precision::Int8)?;
@@ -127,6 +212,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         calib: &calib,
         eval: &eval,
         norm: &norm,
+        resume: None,
     };
     let quiet = a.json;
     let r = search(&d, &cfg, &AtomicBool::new(false), &mut |e| {
@@ -144,6 +230,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
                     line(&int8)
                 );
             }
+            SearchEvent::Resumed { tried, .. } => eprintln!("resuming from {} plans", tried.len()),
             SearchEvent::Tried { index, candidate } => {
                 eprintln!("#{index:<3} {}", line(&candidate))
             }
@@ -154,8 +241,31 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         crate::io::atomic::write_atomic(out, text.as_bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     }
+    let qat = if a.qat_epochs > 0 {
+        let t = std::time::Instant::now();
+        let (out, n) = fine_tune(&a, &model, &r.chosen_plan, &eval, &norm)?;
+        if let (Some(path), None) = (&a.qat_out, &out.error) {
+            crate::io::save_model(&out.model, path)?;
+        }
+        Some(QatAfter {
+            epochs: a.qat_epochs,
+            train_images: n,
+            before: r.best().accuracy,
+            start: out.start_accuracy,
+            after: out.quantized_accuracy,
+            drop_pp_after: out
+                .quantized_accuracy
+                .map(|q| (r.float_accuracy - q) * 100.0),
+            seconds: t.elapsed().as_secs_f64(),
+            error: out.error,
+        })
+    } else {
+        None
+    };
     if a.json {
-        return print_json(&serde_json::to_value(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["qat"] = serde_json::to_value(&qat)?;
+        return print_json(&v);
     }
     let best = r.best();
     println!(
@@ -213,6 +323,26 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     }
     if let Some(out) = &a.out {
         println!("plan written to {}", out.display());
+    }
+    if let Some(q) = &qat {
+        let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.2} %", v * 100.0));
+        println!(
+            "QAT of the chosen plan, {} epoch(s) on {} images in {:.1} s: {:.2} % before, {} at the start, {} after ({} pp vs float)",
+            q.epochs,
+            q.train_images,
+            q.seconds,
+            q.before * 100.0,
+            pct(q.start),
+            pct(q.after),
+            q.drop_pp_after
+                .map_or("—".into(), |d| format!("{:+.2}", -d))
+        );
+        if let Some(e) = &q.error {
+            println!("  QAT ended early: {e}");
+        }
+        if let (Some(path), None) = (&a.qat_out, &q.error) {
+            println!("fine-tuned model written to {}", path.display());
+        }
     }
     Ok(())
 }

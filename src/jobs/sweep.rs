@@ -5,7 +5,7 @@
 //! (`analysis::sensitivity`, `bench::latency`). Knows nothing of egui.
 
 use super::{Job, JobEvent, Waker};
-use crate::analysis::search::{SearchConfig, SearchData, search};
+use crate::analysis::search::{SearchConfig, SearchData, SearchMemory, search};
 use crate::analysis::sensitivity::{
     SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig, SweepData, sensitivity,
 };
@@ -90,15 +90,17 @@ impl Job {
 impl Job {
     /// Searches per-layer precisions of `base` on `model` ([`search`]): every evaluated plan
     /// as [`JobEvent::Search`], then [`JobEvent::SearchDone`] (Stop ends the search early and
-    /// still reports the front) or [`JobEvent::Failed`].
+    /// still reports the front) or [`JobEvent::Failed`]. `resume` continues an earlier search
+    /// when it fits.
     pub fn search(
         model: Arc<Model>,
         base: QuantPlan,
-        calib: Arc<Dataset>,
-        eval: Arc<Dataset>,
+        data: (Arc<Dataset>, Arc<Dataset>),
         cfg: SearchConfig,
+        resume: Option<SearchMemory>,
         waker: Waker,
     ) -> std::io::Result<Job> {
+        let (calib, eval) = data;
         Job::spawn("qatlas-search", waker, move |out, control| {
             let norm = model.meta.normalization.clone();
             let d = SearchData {
@@ -107,6 +109,7 @@ impl Job {
                 calib: &calib,
                 eval: &eval,
                 norm: &norm,
+                resume: resume.as_ref(),
             };
             let r = search(&d, &cfg, control.stop_flag(), &mut |e| {
                 out.send(JobEvent::Search(e))

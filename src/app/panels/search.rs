@@ -103,13 +103,26 @@ impl SearchPanel {
                 );
                 ui.end_row();
             });
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let r = ui.add_enabled(!running, egui::Button::new("Run search"));
             if running {
                 r.clone().on_disabled_hover_text("a search is running");
             }
             if r.clicked() {
                 cx.send(Command::Plan(PlanCommand::Search(self.form)));
+            }
+            let blocker = cx.ws.resume_blocker(&self.form);
+            let r = ui.add_enabled(!running && blocker.is_none(), egui::Button::new("Resume"));
+            let r = match (&blocker, running) {
+                (_, true) => r.on_disabled_hover_text("a search is running"),
+                (Some(why), _) => r.on_disabled_hover_text(why.as_str()),
+                (None, _) => r.on_hover_text(
+                    "Continue the last search with this budget, drop and objective: \
+                     the plans it evaluated are kept and not evaluated again",
+                ),
+            };
+            if r.clicked() {
+                cx.send(Command::Plan(PlanCommand::ResumeSearch(self.form)));
             }
             let r = ui.add_enabled(running, egui::Button::new("Stop"));
             if !running {
@@ -125,8 +138,12 @@ impl SearchPanel {
                 ui.spinner();
                 ui.label(format!("{} plans evaluated…", s.tried.len()));
             } else if let Some(r) = &s.report {
+                let resumed = match r.resumed_plans {
+                    0 => String::new(),
+                    n => format!(", {n} kept from the resumed search"),
+                };
                 ui.label(format!(
-                    "{} plans in {:.1} s ({}) on {} images",
+                    "{} plans{resumed} in {:.1} s ({}) on {} images",
                     r.tried.len(),
                     r.seconds,
                     if r.stopped_early {
@@ -261,7 +278,20 @@ impl SearchPanel {
                 ))
                 .color(ui.visuals().warn_fg_color)
             };
-            ui.label(verdict);
+            ui.horizontal_wrapped(|ui| {
+                ui.label(verdict);
+                if ui
+                    .button("Fine-tune with QAT…")
+                    .on_hover_text(
+                        "Make the chosen plan the current plan and open the QAT tab set to train \
+                         it (a short QAT often wins back the accuracy 4-bit layers lose)",
+                    )
+                    .clicked()
+                {
+                    cx.send(Command::Plan(PlanCommand::UseSearched(r.chosen)));
+                    cx.send(Command::QatOnPlan);
+                }
+            });
             if let (Some(c), Some(i)) = (&r.chosen_latency, &r.int8_latency) {
                 ui.label(format!(
                     "Measured latency per image (batch {}): {:.1} µs; all-int8 {:.1} µs; float {:.1} µs ({})",

@@ -13,6 +13,16 @@
 //! the front and the best plan so far are always at hand, a time budget or the stop flag ends
 //! it, and the report says whether the constraint was met. The chosen plan's latency is then
 //! measured, beside all-int8 and float, in the same run.
+//!
+//! When greedy single-layer moves run out, pair moves follow (one layer down a precision that
+//! failed alone, another up), so a longer budget keeps finding plans. A search can be resumed
+//! ([`SearchMemory`]) with another budget, drop or objective: plans already evaluated and the
+//! latency table are reused, only new plans cost an evaluation.
+
+mod front;
+
+pub use front::mark_front;
+use front::{FINALISTS, choose};
 
 use crate::analysis::whatif::PlanSession;
 use crate::bench::latency::{LatencyConfig, PlanLatency, plan_latency};
@@ -100,6 +110,11 @@ pub enum SearchEvent {
         float_accuracy: f64,
         int8: Candidate,
     },
+    /// A resumed search starts from these evaluated plans (the first is all-int8).
+    Resumed {
+        float_accuracy: f64,
+        tried: Vec<Candidate>,
+    },
     /// Another plan was evaluated (`index` into the tried list).
     Tried { index: usize, candidate: Candidate },
 }
@@ -124,6 +139,43 @@ pub struct SearchReport {
     pub seconds: f64,
     pub stopped_early: bool,
     pub eval_images: usize,
+    /// Plans taken from the resumed search rather than evaluated in this run.
+    pub resumed_plans: usize,
+    /// What a resumed search reuses.
+    #[serde(skip)]
+    pub memory: SearchMemory,
+}
+
+/// What a search knows when it ends, for resuming it: every evaluated plan and the measured
+/// latency table, valid for the same model, base plan and sample counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchMemory {
+    tried: Vec<Candidate>,
+    table: LatencyTable,
+    float_accuracy: f64,
+    base: Option<QuantPlan>,
+    calib_samples: usize,
+    eval_samples: usize,
+}
+
+impl SearchMemory {
+    /// Whether a search of `base` with `cfg` can reuse this memory (same base plan, sample
+    /// counts and candidate precisions; budget, drop, objective and pins may differ).
+    pub fn fits(&self, base: &QuantPlan, cfg: &SearchConfig) -> bool {
+        !self.tried.is_empty()
+            && self.base.as_ref() == Some(&settings_key(base))
+            && self.calib_samples == cfg.calib_samples
+            && self.eval_samples == cfg.eval_samples
+            && cfg
+                .candidates
+                .iter()
+                .all(|p| self.table.rows.keys().any(|(_, q)| q == p))
+    }
+
+    /// Plans it holds.
+    pub fn plans(&self) -> usize {
+        self.tried.len()
+    }
 }
 
 impl SearchReport {
@@ -133,7 +185,20 @@ impl SearchReport {
     }
 }
 
+/// What of a base plan the candidates keep (observers, granularity, exclusions): the plan
+/// without ranges, every layer's precisions at int8.
+fn settings_key(base: &QuantPlan) -> QuantPlan {
+    let mut p = base.clone();
+    p.ranges.clear();
+    for l in &mut p.layers {
+        l.precision = Precision::Int8;
+        l.activations = Precision::Int8;
+    }
+    p
+}
+
 /// Per-layer latency rows (µs per image) of each precision, from uniform plans.
+#[derive(Clone, Debug, Default, PartialEq)]
 struct LatencyTable {
     rows: BTreeMap<(String, Precision), f64>,
     other_us: f64,
@@ -173,63 +238,6 @@ pub fn with_precisions(base: &QuantPlan, layers: &[(String, Precision)]) -> Quan
     p
 }
 
-/// Whether `a` is at least as good as `b` in all three and better in one.
-fn dominates(a: &Candidate, b: &Candidate) -> bool {
-    let ge = a.accuracy >= b.accuracy
-        && a.weight_bytes <= b.weight_bytes
-        && a.latency_est_us <= b.latency_est_us;
-    let gt = a.accuracy > b.accuracy
-        || a.weight_bytes < b.weight_bytes
-        || a.latency_est_us < b.latency_est_us;
-    ge && gt
-}
-
-/// Marks the non-dominated candidates.
-pub fn mark_front(tried: &mut [Candidate]) {
-    let flags: Vec<bool> = tried
-        .iter()
-        .map(|c| !tried.iter().any(|o| dominates(o, c)))
-        .collect();
-    for (c, f) in tried.iter_mut().zip(flags) {
-        c.on_front = f;
-    }
-}
-
-/// Plans the latency objective measures before it chooses.
-const FINALISTS: usize = 6;
-
-fn objective_value(c: &Candidate, o: Objective) -> f64 {
-    match o {
-        Objective::Size => c.weight_bytes as f64,
-        // A measured plan is compared by its measurement; unmeasured ones come after.
-        Objective::Latency => c.latency_us.unwrap_or(1e12 + c.latency_est_us),
-    }
-}
-
-/// The chosen plan: the best objective among plans within the drop, else the most accurate.
-fn choose(tried: &[Candidate], cfg: &SearchConfig) -> (usize, bool) {
-    let ok = tried
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.drop_pp <= cfg.max_drop_pp + 1e-9)
-        .min_by(|a, b| {
-            objective_value(a.1, cfg.objective)
-                .total_cmp(&objective_value(b.1, cfg.objective))
-                .then(b.1.accuracy.total_cmp(&a.1.accuracy))
-        });
-    match ok {
-        Some((i, _)) => (i, true),
-        None => {
-            let i = tried
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.accuracy.total_cmp(&b.1.accuracy))
-                .map_or(0, |(i, _)| i);
-            (i, false)
-        }
-    }
-}
-
 /// The search's inputs.
 pub struct SearchData<'a> {
     /// The float model.
@@ -239,6 +247,8 @@ pub struct SearchData<'a> {
     pub calib: &'a Dataset,
     pub eval: &'a Dataset,
     pub norm: &'a Normalization,
+    /// A previous search to continue (ignored unless it [fits](SearchMemory::fits)).
+    pub resume: Option<&'a SearchMemory>,
 }
 
 /// Runs the search (see the module doc). `on_event` hears every evaluated plan.
@@ -266,38 +276,15 @@ pub fn search(
             .map(|n| (n.clone(), pinned.get(n).copied().unwrap_or(p)))
             .collect()
     };
-    // Latency rows per precision, from uniform plans (fp32 rows are the float model's).
-    let mut table = LatencyTable {
-        rows: BTreeMap::new(),
-        other_us: 0.0,
-    };
-    let mut float_rows = Vec::new();
-    for &p in cfg.candidates.iter().filter(|p| **p != Precision::Fp32) {
-        let plan = with_precisions(d.base, &uniform(p));
-        let n = cfg.calib_samples.min(d.calib.len()).max(1);
-        session.calibrate(&plan, d.calib, d.norm, n, 256, stop, &mut |_, _| {})?;
-        let ptq = session.ptq(&plan)?;
-        let l = plan_latency(&ptq.folded, &ptq.prepared.graph, &cfg.latency, stop)
-            .map_err(|e| QuantError::Structure(format!("measuring the latency: {e}")))?;
-        for r in &l.layers {
-            table.rows.insert((r.layer.clone(), p), r.int_us);
-        }
-        if p == Precision::Int8 {
-            table.other_us = l.other_int_us;
-            float_rows = l
-                .layers
-                .iter()
-                .map(|r| (r.layer.clone(), r.float_us))
-                .collect();
-        }
-    }
-    for (layer, us) in float_rows {
-        table.rows.insert((layer, Precision::Fp32), us);
-    }
-
+    let resume = d.resume.filter(|m| m.fits(d.base, cfg));
     let calib_n = cfg.calib_samples.min(d.calib.len()).max(1);
     let eval_n = cfg.eval_samples.min(d.eval.len()).max(1);
-    let mut eval_images = 0;
+    let table = match resume {
+        Some(m) => m.table.clone(),
+        None => latency_table(&mut session, d, cfg, &uniform, calib_n, stop)?,
+    };
+
+    let mut eval_images = resume.map_or(0, |_| eval_n.min(d.eval.len()));
     let mut evaluate = |session: &mut PlanSession,
                         layers: &[(String, Precision)]|
      -> Result<(Candidate, f64), QuantError> {
@@ -321,25 +308,65 @@ pub fn search(
     };
 
     let int8_layers = uniform(Precision::Int8);
-    let (int8, float_accuracy) = evaluate(&mut session, &int8_layers)?;
+    let (mut tried, float_accuracy) = match resume {
+        Some(m) => {
+            let mut tried = m.tried.clone();
+            for c in &mut tried {
+                // Latency measurements are this run's.
+                c.latency_us = None;
+            }
+            on_event(SearchEvent::Resumed {
+                float_accuracy: m.float_accuracy,
+                tried: tried.clone(),
+            });
+            (tried, m.float_accuracy)
+        }
+        None => {
+            let (int8, float_accuracy) = evaluate(&mut session, &int8_layers)?;
+            on_event(SearchEvent::Baseline {
+                float_accuracy,
+                int8: int8.clone(),
+            });
+            (vec![int8], float_accuracy)
+        }
+    };
+    let resumed_plans = if resume.is_some() { tried.len() } else { 0 };
+    // The all-int8 plan of these pins (the memory's first plan unless the pins changed).
+    let int8 = match tried.iter().find(|c| c.layers == int8_layers) {
+        Some(c) => c.clone(),
+        None => {
+            let (c, _) = evaluate(&mut session, &int8_layers)?;
+            tried.push(c.clone());
+            on_event(SearchEvent::Tried {
+                index: tried.len() - 1,
+                candidate: c.clone(),
+            });
+            c
+        }
+    };
     let folded = session.folded().clone();
     let bytes_of = |layers: &[(String, Precision)]| {
         crate::analysis::size::plan_size(&folded, &with_precisions(d.base, layers))
     };
     let float_bytes = bytes_of(&int8_layers).float_bytes;
-    on_event(SearchEvent::Baseline {
-        float_accuracy,
-        int8: int8.clone(),
-    });
-    let mut tried = vec![int8.clone()];
-    let report =
-        |tried: &mut Vec<Candidate>, c: Candidate, on_event: &mut dyn FnMut(SearchEvent)| {
-            tried.push(c.clone());
-            on_event(SearchEvent::Tried {
-                index: tried.len() - 1,
-                candidate: c,
-            });
-        };
+    // A plan evaluated before (in this run or the resumed one) is not evaluated again.
+    let mut probe = |session: &mut PlanSession,
+                     tried: &mut Vec<Candidate>,
+                     layers: &[(String, Precision)],
+                     on_event: &mut dyn FnMut(SearchEvent)|
+     -> Result<Candidate, QuantError> {
+        if let Some(c) = tried.iter().find(|c| c.layers == layers) {
+            return Ok(c.clone());
+        }
+        let (c, _) = evaluate(session, layers)?;
+        tried.push(c.clone());
+        on_event(SearchEvent::Tried {
+            index: tried.len() - 1,
+            candidate: c.clone(),
+        });
+        Ok(c)
+    };
+    let met = |c: &Candidate| c.drop_pp <= cfg.max_drop_pp + 1e-9;
 
     // Sensitivity: each free layer alone at each other precision, the rest int8.
     let free: Vec<usize> = (0..names.len())
@@ -353,16 +380,15 @@ pub fn search(
             }
             let mut layers = int8_layers.clone();
             layers[i].1 = p;
-            let (c, _) = evaluate(&mut session, &layers)?;
+            let c = probe(&mut session, &mut tried, &layers, on_event)?;
             sens.insert((i, p), int8.accuracy - c.accuracy);
-            report(&mut tried, c, on_event);
         }
     }
 
     // Greedy from all-int8 (or from the most accurate single-layer change when all-int8
     // already breaks the constraint): the move with the best gain per expected accuracy loss.
     let mut current = int8_layers.clone();
-    if int8.drop_pp > cfg.max_drop_pp {
+    if !met(&int8) {
         // Give the most sensitive layers more bits until the constraint holds.
         let mut order: Vec<usize> = free.clone();
         order.sort_by(|&a, &b| {
@@ -379,21 +405,24 @@ pub fn search(
                 Precision::Fp32
             };
             current[i].1 = up;
-            let (c, _) = evaluate(&mut session, &current)?;
-            let met = c.drop_pp <= cfg.max_drop_pp;
-            report(&mut tried, c, on_event);
-            if met {
+            let c = probe(&mut session, &mut tried, &current, on_event)?;
+            if met(&c) {
                 break;
             }
         }
     }
-    let gain = |layers: &[(String, Precision)], i: usize, p: Precision| -> f64 {
-        let mut moved = layers.to_vec();
-        moved[i].1 = p;
+    let value = |layers: &[(String, Precision)]| -> f64 {
         match cfg.objective {
-            Objective::Size => bytes_of(layers).bytes as f64 - bytes_of(&moved).bytes as f64,
-            Objective::Latency => table.estimate(layers) - table.estimate(&moved),
+            Objective::Size => bytes_of(layers).bytes as f64,
+            Objective::Latency => table.estimate(layers),
         }
+    };
+    let moved = |layers: &[(String, Precision)], moves: &[(usize, Precision)]| {
+        let mut m = layers.to_vec();
+        for &(i, p) in moves {
+            m[i].1 = p;
+        }
+        m
     };
     let mut rejected: Vec<(usize, Precision)> = Vec::new();
     loop {
@@ -406,7 +435,7 @@ pub fn search(
                 if p == current[i].1 || rejected.contains(&(i, p)) {
                     continue;
                 }
-                let g = gain(&current, i, p);
+                let g = value(&current) - value(&moved(&current, &[(i, p)]));
                 if g <= 0.0 {
                     continue;
                 }
@@ -418,60 +447,110 @@ pub fn search(
             }
         }
         let Some((_, i, p)) = best else { break };
-        let mut moved = current.clone();
-        moved[i].1 = p;
-        // A plan measured already (a sensitivity probe) is not measured again.
-        let met = match tried.iter().find(|c| c.layers == moved) {
-            Some(c) => c.drop_pp <= cfg.max_drop_pp,
-            None => {
-                let (c, _) = evaluate(&mut session, &moved)?;
-                let met = c.drop_pp <= cfg.max_drop_pp;
-                report(&mut tried, c, on_event);
-                met
-            }
-        };
-        if met {
-            current = moved;
+        let next = moved(&current, &[(i, p)]);
+        if met(&probe(&mut session, &mut tried, &next, on_event)?) {
+            current = next;
         } else {
             rejected.push((i, p));
         }
     }
 
+    // Pair moves: a layer down to a precision that failed alone, another layer up one step,
+    // when the pair still gains; the largest gain first. Each pair is evaluated once.
+    let up_one = |p: Precision| -> Option<Precision> {
+        let order = [
+            Precision::Int4,
+            Precision::Int8,
+            Precision::Fp16,
+            Precision::Fp32,
+        ];
+        let at = order.iter().position(|q| *q == p)?;
+        order[at + 1..]
+            .iter()
+            .copied()
+            .find(|q| cfg.candidates.contains(q))
+    };
+    let mut pairs_done: Vec<Vec<(String, Precision)>> = Vec::new();
+    loop {
+        if over() {
+            break;
+        }
+        let mut best: Option<(f64, Vec<(String, Precision)>)> = None;
+        for &(i, p) in &rejected {
+            if current[i].1 == p {
+                continue;
+            }
+            for &j in free.iter().filter(|&&j| j != i) {
+                let Some(up) = up_one(current[j].1) else {
+                    continue;
+                };
+                let next = moved(&current, &[(i, p), (j, up)]);
+                let g = value(&current) - value(&next);
+                if g <= 0.0 || pairs_done.contains(&next) {
+                    continue;
+                }
+                if best.as_ref().is_none_or(|(bg, _)| g > *bg) {
+                    best = Some((g, next));
+                }
+            }
+        }
+        let Some((_, next)) = best else { break };
+        pairs_done.push(next.clone());
+        if met(&probe(&mut session, &mut tried, &next, on_event)?) {
+            current = next;
+        }
+    }
+
     mark_front(&mut tried);
     // The chosen plan and all-int8 measured in the same run (each with the float model).
-    let measure = |layers: &[(String, Precision)]| -> Option<PlanLatency> {
-        let plan = with_precisions(d.base, layers);
-        let ptq = session.ptq(&plan).ok()?;
-        plan_latency(
-            &ptq.folded,
-            &ptq.prepared.graph,
-            &cfg.latency,
-            &AtomicBool::new(false),
-        )
-        .ok()
-    };
+    let measure =
+        |session: &mut PlanSession, layers: &[(String, Precision)]| -> Option<PlanLatency> {
+            let plan = with_precisions(d.base, layers);
+            let never = AtomicBool::new(false);
+            session
+                .calibrate(&plan, d.calib, d.norm, calib_n, 256, &never, &mut |_, _| {})
+                .ok()?;
+            let ptq = session.ptq(&plan).ok()?;
+            plan_latency(&ptq.folded, &ptq.prepared.graph, &cfg.latency, &never).ok()
+        };
     // Per-layer rows do not add up exactly (int/float conversions between layers, cache
     // effects): for the latency objective the estimated-fastest plans within the drop are
     // measured and the fastest measured one wins.
     if cfg.objective == Objective::Latency {
-        let mut finalists: Vec<usize> = (0..tried.len())
-            .filter(|&i| tried[i].drop_pp <= cfg.max_drop_pp + 1e-9)
-            .collect();
+        let mut finalists: Vec<usize> = (0..tried.len()).filter(|&i| met(&tried[i])).collect();
         finalists.sort_by(|&a, &b| tried[a].latency_est_us.total_cmp(&tried[b].latency_est_us));
         finalists.truncate(FINALISTS);
-        if !finalists.contains(&0) {
-            finalists.push(0);
+        let int8_at = tried.iter().position(|c| c.layers == int8_layers);
+        if let Some(k) = int8_at.filter(|k| !finalists.contains(k)) {
+            finalists.push(k);
         }
         for i in finalists {
-            tried[i].latency_us = measure(&tried[i].layers).map(|l| l.int_us);
+            tried[i].latency_us = measure(&mut session, &tried[i].layers).map(|l| l.int_us);
         }
     }
     let (chosen, constraint_met) = choose(&tried, cfg);
-    let chosen_latency = measure(&tried[chosen].layers);
-    let int8_latency = measure(&int8_layers);
-    let chosen_plan = session
-        .ptq(&with_precisions(d.base, &tried[chosen].layers))?
-        .plan;
+    let chosen_latency = measure(&mut session, &tried[chosen].layers);
+    let int8_latency = measure(&mut session, &int8_layers);
+    let chosen_as_plan = with_precisions(d.base, &tried[chosen].layers);
+    let never = AtomicBool::new(false);
+    session.calibrate(
+        &chosen_as_plan,
+        d.calib,
+        d.norm,
+        calib_n,
+        256,
+        &never,
+        &mut |_, _| {},
+    )?;
+    let chosen_plan = session.ptq(&chosen_as_plan)?.plan;
+    let memory = SearchMemory {
+        tried: tried.clone(),
+        table,
+        float_accuracy,
+        base: Some(settings_key(d.base)),
+        calib_samples: cfg.calib_samples,
+        eval_samples: cfg.eval_samples,
+    };
     Ok(SearchReport {
         chosen_plan,
         float_accuracy,
@@ -484,53 +563,44 @@ pub fn search(
         seconds: start.elapsed().as_secs_f64(),
         stopped_early: over(),
         eval_images,
+        resumed_plans,
+        memory,
         tried,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cand(acc: f64, bytes: usize, us: f64) -> Candidate {
-        Candidate {
-            layers: Vec::new(),
-            accuracy: acc,
-            drop_pp: (0.99 - acc) * 100.0,
-            weight_bytes: bytes,
-            latency_est_us: us,
-            latency_us: None,
-            on_front: false,
+/// Per-layer latency rows per precision, from uniform plans (fp32 rows are the float
+/// model's, measured beside int8).
+fn latency_table(
+    session: &mut PlanSession,
+    d: &SearchData<'_>,
+    cfg: &SearchConfig,
+    uniform: &dyn Fn(Precision) -> Vec<(String, Precision)>,
+    calib_n: usize,
+    stop: &AtomicBool,
+) -> Result<LatencyTable, QuantError> {
+    let mut table = LatencyTable::default();
+    let mut float_rows = Vec::new();
+    for &p in cfg.candidates.iter().filter(|p| **p != Precision::Fp32) {
+        let plan = with_precisions(d.base, &uniform(p));
+        session.calibrate(&plan, d.calib, d.norm, calib_n, 256, stop, &mut |_, _| {})?;
+        let ptq = session.ptq(&plan)?;
+        let l = plan_latency(&ptq.folded, &ptq.prepared.graph, &cfg.latency, stop)
+            .map_err(|e| QuantError::Structure(format!("measuring the latency: {e}")))?;
+        for r in &l.layers {
+            table.rows.insert((r.layer.clone(), p), r.int_us);
+        }
+        if p == Precision::Int8 {
+            table.other_us = l.other_int_us;
+            float_rows = l
+                .layers
+                .iter()
+                .map(|r| (r.layer.clone(), r.float_us))
+                .collect();
         }
     }
-
-    #[test]
-    fn the_front_keeps_only_undominated_plans_and_the_choice_meets_the_drop() {
-        let mut t = vec![
-            cand(0.985, 70_000, 40.0),
-            cand(0.984, 36_000, 35.0),
-            cand(0.983, 40_000, 36.0), // dominated by the second
-            cand(0.960, 20_000, 30.0),
-        ];
-        mark_front(&mut t);
-        let front: Vec<bool> = t.iter().map(|c| c.on_front).collect();
-        assert_eq!(front, [true, true, false, true]);
-        let cfg = SearchConfig {
-            max_drop_pp: 0.7,
-            ..SearchConfig::default()
-        };
-        assert_eq!(choose(&t, &cfg), (1, true));
-        let strict = SearchConfig {
-            max_drop_pp: 0.1,
-            ..SearchConfig::default()
-        };
-        // Nothing within 0.1 pp: the most accurate plan, and it says so.
-        assert_eq!(choose(&t, &strict), (0, false));
-        let lat = SearchConfig {
-            max_drop_pp: 3.5,
-            objective: Objective::Latency,
-            ..SearchConfig::default()
-        };
-        assert_eq!(choose(&t, &lat), (3, true));
+    for (layer, us) in float_rows {
+        table.rows.insert((layer, Precision::Fp32), us);
     }
+    Ok(table)
 }
