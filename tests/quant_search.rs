@@ -143,6 +143,31 @@ fn the_cli_writes_a_plan_that_convert_accepts() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["constraint_met"].as_bool().unwrap(), "{v}");
+    // The summary restates the chosen plan and the two latency runs.
+    let s = &v["summary"];
+    let c = &v["tried"][v["chosen"].as_u64().unwrap() as usize];
+    assert_eq!(s["weight_bytes"], c["weight_bytes"]);
+    assert_eq!(s["accuracy"], c["accuracy"]);
+    let ratio = v["float_bytes"].as_f64().unwrap() / c["weight_bytes"].as_f64().unwrap();
+    assert!((s["size_ratio_vs_float"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    assert!(ratio > 3.5, "{s}");
+    let lat = s["latency_us"].as_f64().unwrap();
+    assert_eq!(lat, v["chosen_latency"]["int_us"].as_f64().unwrap());
+    // Each speed-up is against the float model timed in the same run.
+    let c_ratio = v["chosen_latency"]["float_us"].as_f64().unwrap() / lat;
+    let i_ratio = v["int8_latency"]["float_us"].as_f64().unwrap()
+        / v["int8_latency"]["int_us"].as_f64().unwrap();
+    let vs8 = c_ratio / i_ratio;
+    assert!((s["speedup_vs_int8"].as_f64().unwrap() - vs8).abs() < 1e-9);
+    let front = s["front"].as_array().unwrap();
+    assert!(front.iter().any(|i| i == &v["chosen"]), "{s}");
+    for i in front {
+        assert!(
+            v["tried"][i.as_u64().unwrap() as usize]["on_front"]
+                .as_bool()
+                .unwrap()
+        );
+    }
     // The short QAT of the chosen plan: measured before and after on the same images.
     let q = &v["qat"];
     let chosen = v["chosen"].as_u64().unwrap() as usize;

@@ -265,6 +265,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     if a.json {
         let mut v = serde_json::to_value(&r)?;
         v["qat"] = serde_json::to_value(&qat)?;
+        v["summary"] = summary(&r);
         return print_json(&v);
     }
     let best = r.best();
@@ -311,13 +312,15 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     );
     if let (Some(c), Some(i)) = (&r.chosen_latency, &r.int8_latency) {
         println!(
-            "  latency (measured, batch {}): {:.1} µs; all-int8 {:.1} µs ({:.2}x); float {:.1} µs ({:.2}x); {}",
+            "  latency (measured, batch {}): {:.1} µs; all-int8 {:.1} µs; float {:.1} µs; \
+             speed-up vs all-int8 {:.2}x, vs float {:.2}x (each against the float model timed \
+             in its own run); {}",
             c.batch,
             c.int_us,
             i.int_us,
-            i.int_us / c.int_us,
             c.float_us,
-            c.float_us / c.int_us,
+            c.ratio / i.ratio,
+            c.ratio,
             c.kernel_path
         );
     }
@@ -345,4 +348,27 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The chosen plan in the figures a user compares: accuracy, drop, bytes and size ratio vs
+/// float, measured latency and its ratios vs all-int8 and float (same run), the front's plans.
+fn summary(r: &crate::analysis::search::SearchReport) -> serde_json::Value {
+    let b = r.best();
+    let lat = r.chosen_latency.as_ref();
+    let int8 = r.int8_latency.as_ref();
+    serde_json::json!({
+        "accuracy": b.accuracy,
+        "drop_pp": b.drop_pp,
+        "weight_bytes": b.weight_bytes,
+        "size_ratio_vs_float": r.float_bytes as f64 / b.weight_bytes.max(1) as f64,
+        "latency_us": lat.map(|l| l.int_us),
+        "int8_latency_us": int8.map(|l| l.int_us),
+        "float_latency_us": lat.map(|l| l.float_us),
+        "int8_float_latency_us": int8.map(|l| l.float_us),
+        "speedup_vs_int8": r.speedups().map(|s| s.0),
+        "speedup_vs_float": r.speedups().map(|s| s.1),
+        "front": r.tried.iter().enumerate().filter(|(_, c)| c.on_front).map(|(i, _)| i).collect::<Vec<_>>(),
+        "plans": r.tried.len(),
+        "constraint_met": r.constraint_met,
+    })
 }

@@ -4,14 +4,15 @@
 
 use super::{Candidate, Objective, SearchConfig};
 
-/// Whether `a` is at least as good as `b` in all three and better in one.
+/// Whether `a` is at least as good as `b` in all three and better in one. Latency is the
+/// measured one when both plans were measured, else the estimate.
 fn dominates(a: &Candidate, b: &Candidate) -> bool {
-    let ge = a.accuracy >= b.accuracy
-        && a.weight_bytes <= b.weight_bytes
-        && a.latency_est_us <= b.latency_est_us;
-    let gt = a.accuracy > b.accuracy
-        || a.weight_bytes < b.weight_bytes
-        || a.latency_est_us < b.latency_est_us;
+    let (la, lb) = match (a.latency_us, b.latency_us) {
+        (Some(x), Some(y)) => (x, y),
+        _ => (a.latency_est_us, b.latency_est_us),
+    };
+    let ge = a.accuracy >= b.accuracy && a.weight_bytes <= b.weight_bytes && la <= lb;
+    let gt = a.accuracy > b.accuracy || a.weight_bytes < b.weight_bytes || la < lb;
     ge && gt
 }
 
@@ -37,8 +38,39 @@ fn objective_value(c: &Candidate, o: Objective) -> f64 {
     }
 }
 
-/// The chosen plan: the best objective among plans within the drop, else the most accurate.
+/// Measured latencies closer than this (relative) are a tie, below what a busy machine's
+/// timing resolves: the more accurate plan is chosen.
+pub(super) const LATENCY_TIE: f64 = 0.02;
+
+/// The chosen plan: the best objective among plans within the drop (for latency, the most
+/// accurate of those measured within [`LATENCY_TIE`] of the fastest), else the most accurate.
 pub(super) fn choose(tried: &[Candidate], cfg: &SearchConfig) -> (usize, bool) {
+    let within = |c: &Candidate| c.drop_pp <= cfg.max_drop_pp + 1e-9;
+    if cfg.objective == Objective::Latency {
+        let fastest = tried
+            .iter()
+            .filter(|c| within(c))
+            .filter_map(|c| c.latency_us)
+            .min_by(f64::total_cmp);
+        if let Some(f) = fastest {
+            let pick = tried
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    within(c) && c.latency_us.is_some_and(|l| l <= f * (1.0 + LATENCY_TIE))
+                })
+                .max_by(|a, b| {
+                    a.1.accuracy.total_cmp(&b.1.accuracy).then(
+                        b.1.latency_us
+                            .unwrap_or(0.0)
+                            .total_cmp(&a.1.latency_us.unwrap_or(0.0)),
+                    )
+                });
+            if let Some((i, _)) = pick {
+                return (i, true);
+            }
+        }
+    }
     let ok = tried
         .iter()
         .enumerate()
@@ -106,5 +138,19 @@ mod tests {
             ..SearchConfig::default()
         };
         assert_eq!(choose(&t, &lat), (3, true));
+        // Measured latencies decide between measured plans: the third, estimated slower than
+        // the second, measured faster, is no longer dominated, and the latency objective takes
+        // it over the unmeasured fourth.
+        t[1].latency_us = Some(33.0);
+        t[2].latency_us = Some(31.0);
+        mark_front(&mut t);
+        assert!(t[2].on_front);
+        assert_eq!(choose(&t, &lat), (2, true));
+        // Within 2 % of the fastest is a tie: the more accurate plan wins it.
+        t[1].latency_us = Some(31.5);
+        assert_eq!(choose(&t, &lat), (1, true));
+        t[2].latency_us = Some(34.0);
+        mark_front(&mut t);
+        assert!(!t[2].on_front);
     }
 }

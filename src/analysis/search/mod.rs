@@ -96,7 +96,10 @@ pub struct Candidate {
     pub weight_bytes: usize,
     /// Sum of the measured per-layer rows for these precisions, microseconds per image.
     pub latency_est_us: f64,
-    /// Measured on the integer runtime (the latency objective measures its finalists).
+    /// Measured on the integer runtime (the latency objective measures its finalists), µs per
+    /// image corrected for machine drift: each run times the float model interleaved, and the
+    /// plan's time is scaled by the float time of the search's first latency run over the
+    /// float time of its own run, so plans measured minutes apart compare fairly.
     pub latency_us: Option<f64>,
     /// On the front when the search ended.
     pub on_front: bool,
@@ -183,6 +186,14 @@ impl SearchReport {
     pub fn best(&self) -> &Candidate {
         &self.tried[self.chosen]
     }
+
+    /// The chosen plan's measured speed-up over all-int8 and over float. Each of the two runs
+    /// times its plan interleaved with the float model, and the ratios are taken against that
+    /// float time, so a machine that slows down between the runs does not favour either plan.
+    pub fn speedups(&self) -> Option<(f64, f64)> {
+        let (c, i) = (self.chosen_latency.as_ref()?, self.int8_latency.as_ref()?);
+        Some((c.ratio / i.ratio, c.ratio))
+    }
 }
 
 /// What of a base plan the candidates keep (observers, granularity, exclusions): the plan
@@ -202,6 +213,9 @@ fn settings_key(base: &QuantPlan) -> QuantPlan {
 struct LatencyTable {
     rows: BTreeMap<(String, Precision), f64>,
     other_us: f64,
+    /// The float model's time in the all-int8 run: the reference measured latencies are
+    /// scaled to.
+    float_us: f64,
 }
 
 impl LatencyTable {
@@ -525,8 +539,10 @@ pub fn search(
             finalists.push(k);
         }
         for i in finalists {
-            tried[i].latency_us = measure(&mut session, &tried[i].layers).map(|l| l.int_us);
+            tried[i].latency_us = measure(&mut session, &tried[i].layers)
+                .map(|l| l.int_us * table.float_us / l.float_us.max(1e-9));
         }
+        mark_front(&mut tried);
     }
     let (chosen, constraint_met) = choose(&tried, cfg);
     let chosen_latency = measure(&mut session, &tried[chosen].layers);
@@ -592,6 +608,7 @@ fn latency_table(
         }
         if p == Precision::Int8 {
             table.other_us = l.other_int_us;
+            table.float_us = l.float_us;
             float_rows = l
                 .layers
                 .iter()

@@ -294,9 +294,21 @@ impl SearchPanel {
             });
             if let (Some(c), Some(i)) = (&r.chosen_latency, &r.int8_latency) {
                 ui.label(format!(
-                    "Measured latency per image (batch {}): {:.1} µs; all-int8 {:.1} µs; float {:.1} µs ({})",
-                    c.batch, c.int_us, i.int_us, c.float_us, c.kernel_path
-                ));
+                    "Measured latency per image (batch {}): {:.1} µs; all-int8 {:.1} µs; float {:.1} µs; \
+                     {:.2}x all-int8's speed, {:.2}x float's ({})",
+                    c.batch,
+                    c.int_us,
+                    i.int_us,
+                    c.float_us,
+                    c.ratio / i.ratio,
+                    c.ratio,
+                    c.kernel_path
+                ))
+                .on_hover_text(
+                    "Each plan is timed interleaved with the float model; the speed-ups are taken \
+                     against the float time of the same run, so drift of a busy machine between \
+                     the two runs cancels",
+                );
             }
         }
         ui.strong("Pareto front");
