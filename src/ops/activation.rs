@@ -22,7 +22,7 @@ impl ClipAttrs {
     }
 }
 
-fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
+pub(super) fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     if x.len() >= PAR_MIN {
         Zip::from(x).par_map_collect(|&v| f(v))
     } else {
@@ -30,7 +30,7 @@ fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     }
 }
 
-fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Tensor {
+pub(super) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Tensor {
     let z = Zip::from(a).and(b);
     if a.len() >= PAR_MIN {
         z.par_map_collect(|&a, &b| f(a, b))

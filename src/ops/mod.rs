@@ -10,6 +10,7 @@ pub mod activation;
 pub mod add;
 pub mod batchnorm;
 pub mod channel_scale;
+pub mod concat;
 pub mod conv;
 pub mod dropout;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod par;
 pub mod pool;
 pub mod reshape;
 pub mod scratch;
+pub mod smooth;
 pub mod softmax;
 
 #[cfg(test)]
@@ -35,12 +37,14 @@ use serde::{Deserialize, Serialize};
 pub use activation::ClipAttrs;
 pub use batchnorm::BatchNormAttrs;
 pub use channel_scale::{BnScaleAttrs, ChannelAffineAttrs};
+pub use concat::ConcatAttrs;
 pub use conv::Conv2dAttrs;
 pub use dropout::DropoutAttrs;
 pub use error::OpError;
 pub use fake_quant::{FakeQuantAttrs, FqObserver, QuantGrid};
 pub use pool::PoolAttrs;
 pub use reshape::{FlattenAttrs, ReshapeAttrs};
+pub use smooth::HardSigmoidAttrs;
 pub use softmax::SoftmaxAttrs;
 
 /// Whether an op runs for training (batch statistics, dropout active) or inference.
@@ -64,6 +68,14 @@ pub enum OpKind {
     Relu,
     /// Clamp to [min, max]; ReLU6 is `Clip { min: 0, max: 6 }`.
     Clip(ClipAttrs),
+    /// 1 / (1 + e^-x) (SiLU is `Mul(x, Sigmoid(x))`).
+    Sigmoid,
+    /// clamp(αx + β, 0, 1).
+    HardSigmoid(HardSigmoidAttrs),
+    /// x · clamp(x/6 + 1/2, 0, 1).
+    HardSwish,
+    /// Joins its inputs along one axis.
+    Concat(ConcatAttrs),
     MaxPool2d(PoolAttrs),
     AvgPool2d(PoolAttrs),
     /// [N,C,H,W] -> [N,C,1,1].
@@ -100,6 +112,10 @@ impl OpKind {
             OpKind::BatchNorm2d(_) => "BatchNorm2d",
             OpKind::Relu => "Relu",
             OpKind::Clip(_) => "Clip",
+            OpKind::Sigmoid => "Sigmoid",
+            OpKind::HardSigmoid(_) => "HardSigmoid",
+            OpKind::HardSwish => "HardSwish",
+            OpKind::Concat(_) => "Concat",
             OpKind::MaxPool2d(_) => "MaxPool2d",
             OpKind::AvgPool2d(_) => "AvgPool2d",
             OpKind::GlobalAvgPool => "GlobalAvgPool",
@@ -125,6 +141,7 @@ impl OpKind {
             OpKind::BatchNorm2d(_) => (5, 5),
             OpKind::FakeQuant(a) => (a.num_inputs(), a.num_inputs()),
             OpKind::Unsupported { .. } => (0, usize::MAX),
+            OpKind::Concat(_) => (1, usize::MAX),
             _ => (1, 1),
         }
     }
@@ -144,7 +161,13 @@ impl OpKind {
             OpKind::Linear => linear::output_shape(inputs),
             OpKind::MatMul => matmul::output_shape(inputs),
             OpKind::BatchNorm2d(_) => batchnorm::output_shape(inputs),
-            OpKind::Relu | OpKind::Clip(_) | OpKind::Dropout(_) => Ok(inputs[0].to_vec()),
+            OpKind::Relu
+            | OpKind::Clip(_)
+            | OpKind::Dropout(_)
+            | OpKind::Sigmoid
+            | OpKind::HardSigmoid(_)
+            | OpKind::HardSwish => Ok(inputs[0].to_vec()),
+            OpKind::Concat(a) => concat::output_shape(a, inputs),
             OpKind::MaxPool2d(a) | OpKind::AvgPool2d(a) => pool::output_shape(a, inputs[0]),
             OpKind::GlobalAvgPool => pool::global_output_shape(inputs[0]),
             OpKind::Add => add::output_shape(inputs[0], inputs[1]),
@@ -172,6 +195,10 @@ impl OpKind {
             OpKind::BatchNorm2d(a) => batchnorm::forward(a, inputs, ctx.mode),
             OpKind::Relu => Forward::plain(activation::relu(inputs[0])),
             OpKind::Clip(a) => Forward::plain(activation::clip(a, inputs[0])),
+            OpKind::Sigmoid => Forward::plain(smooth::sigmoid(inputs[0])),
+            OpKind::HardSigmoid(a) => Forward::plain(smooth::hard_sigmoid(a, inputs[0])),
+            OpKind::HardSwish => Forward::plain(smooth::hard_swish(inputs[0])),
+            OpKind::Concat(a) => Forward::plain(concat::forward(a, inputs)?),
             OpKind::MaxPool2d(a) => pool::max_forward(a, inputs[0], ctx.need_backward),
             OpKind::AvgPool2d(a) => Forward::plain(pool::avg_forward(a, inputs[0])),
             OpKind::GlobalAvgPool => Forward::plain(pool::global_forward(inputs[0])),
@@ -216,6 +243,12 @@ impl OpKind {
             OpKind::BatchNorm2d(a) => batchnorm::backward(a, inputs, saved, grad_out, need),
             OpKind::Relu => vec![Some(activation::relu_backward(output, grad_out))],
             OpKind::Clip(a) => vec![Some(activation::clip_backward(a, inputs[0], grad_out))],
+            OpKind::Sigmoid => vec![Some(smooth::sigmoid_backward(output, grad_out))],
+            OpKind::HardSigmoid(a) => {
+                vec![Some(smooth::hard_sigmoid_backward(a, inputs[0], grad_out))]
+            }
+            OpKind::HardSwish => vec![Some(smooth::hard_swish_backward(inputs[0], grad_out))],
+            OpKind::Concat(a) => concat::backward(a, inputs, grad_out, need)?,
             OpKind::MaxPool2d(_) => vec![Some(pool::max_backward(inputs[0], saved, grad_out)?)],
             OpKind::AvgPool2d(a) => vec![Some(pool::avg_backward(a, inputs[0], grad_out))],
             OpKind::GlobalAvgPool => vec![Some(pool::global_backward(inputs[0], grad_out))],

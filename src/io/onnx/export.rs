@@ -263,6 +263,23 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
                 attribute.push(attr_int("axis", a.axis));
                 "Softmax"
             }
+            OpKind::Sigmoid => "Sigmoid",
+            OpKind::HardSigmoid(a) => {
+                attribute.extend([attr_float("alpha", a.alpha), attr_float("beta", a.beta)]);
+                "HardSigmoid"
+            }
+            OpKind::HardSwish if opset >= 14 => "HardSwish",
+            OpKind::HardSwish => {
+                return Err(OnnxError::Export {
+                    node: n.name.clone(),
+                    op: "HardSwish".into(),
+                    problem: format!("HardSwish needs opset 14 or later (asked: {opset})"),
+                });
+            }
+            OpKind::Concat(a) => {
+                attribute.push(attr_int("axis", a.axis));
+                "Concat"
+            }
             OpKind::Unsupported { .. } => unreachable!("rejected above"),
             #[allow(unreachable_patterns)]
             other => {

@@ -1,11 +1,12 @@
 //! ONNX elementwise ops: `Add`, `Mul`, `Sub` and `Div` by a constant (as Add of the negation and
 //! Mul by the reciprocal), `Relu`, `Clip` (ReLU6; bounds as attributes before opset 11, constant
-//! inputs from 11), `Softmax`, `Dropout`.
+//! inputs from 11), `Softmax`, `Dropout`, the gates `Sigmoid`, `HardSigmoid`, `HardSwish`, and
+//! `Concat` of tensors.
 
 use super::super::OnnxError;
 use super::super::ctx::{NodeCtx, Out};
 use super::super::registry::Registry;
-use crate::ops::{ClipAttrs, DropoutAttrs, OpKind, SoftmaxAttrs};
+use crate::ops::{ClipAttrs, ConcatAttrs, DropoutAttrs, HardSigmoidAttrs, OpKind, SoftmaxAttrs};
 use crate::tensor::from_vec;
 
 pub(super) fn register(reg: &mut Registry) {
@@ -17,6 +18,46 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert("Clip", clip);
     reg.insert("Softmax", softmax);
     reg.insert("Dropout", dropout);
+    reg.insert("Sigmoid", |c| unary(c, OpKind::Sigmoid));
+    reg.insert("HardSwish", |c| unary(c, OpKind::HardSwish));
+    reg.insert("HardSigmoid", hard_sigmoid);
+    reg.insert("Concat", concat);
+}
+
+fn unary(ctx: &mut NodeCtx<'_, '_>, op: OpKind) -> Result<Option<Out>, OnnxError> {
+    let x = ctx.input_value(0, false)?;
+    Ok(Some(Out::Value(ctx.emit(op, &[x])?)))
+}
+
+fn hard_sigmoid(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let d = HardSigmoidAttrs::default();
+    let a = HardSigmoidAttrs {
+        alpha: ctx.float("alpha", d.alpha)?,
+        beta: ctx.float("beta", d.beta)?,
+    };
+    unary(ctx, OpKind::HardSigmoid(a))
+}
+
+/// Concat of activations (constant inputs would need folding into a parameter: kept
+/// unsupported).
+fn concat(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let axis = ctx.int("axis", i64::MIN)?;
+    if axis == i64::MIN {
+        return Err(ctx.err("has no 'axis' attribute (required)"));
+    }
+    let n = ctx.num_inputs();
+    let mut xs = Vec::with_capacity(n);
+    for i in 0..n {
+        if ctx.input_const(i)?.is_some() {
+            return Ok(None);
+        }
+    }
+    for i in 0..n {
+        xs.push(ctx.input_value(i, false)?);
+    }
+    Ok(Some(Out::Value(
+        ctx.emit(OpKind::Concat(ConcatAttrs { axis }), &xs)?,
+    )))
 }
 
 /// Constant operands of Add are trainable (biases); of Mul they are fixed scales.

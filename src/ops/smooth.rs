@@ -1,0 +1,111 @@
+//! Smooth and piecewise-linear gates of mobile and efficient CNNs: Sigmoid (SiLU is
+//! `x · sigmoid(x)`, a Mul of two tensors), HardSigmoid `clamp(αx + β, 0, 1)` and HardSwish
+//! `x · hardsigmoid(x)` with α = 1/6, β = 1/2 (ONNX's definitions).
+//!
+//! Backward of the piecewise ops passes the gradient strictly inside the linear part (PyTorch's
+//! convention at the kinks).
+
+use super::activation::{map, zip_map};
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// HardSigmoid's slope and offset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HardSigmoidAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Default for HardSigmoidAttrs {
+    /// ONNX's defaults (α = 0.2, β = 0.5).
+    fn default() -> Self {
+        HardSigmoidAttrs {
+            alpha: 0.2,
+            beta: 0.5,
+        }
+    }
+}
+
+fn sigmoid1(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// 1 / (1 + e^-x).
+pub fn sigmoid(x: &Tensor) -> Tensor {
+    map(x, sigmoid1)
+}
+
+/// Gradient of Sigmoid from its output: y (1 - y).
+pub fn sigmoid_backward(y: &Tensor, dy: &Tensor) -> Tensor {
+    zip_map(y, dy, |y, g| g * y * (1.0 - y))
+}
+
+/// clamp(αx + β, 0, 1).
+pub fn hard_sigmoid(a: &HardSigmoidAttrs, x: &Tensor) -> Tensor {
+    let (al, be) = (a.alpha, a.beta);
+    map(x, move |v| (al * v + be).clamp(0.0, 1.0))
+}
+
+/// Gradient of HardSigmoid.
+pub fn hard_sigmoid_backward(a: &HardSigmoidAttrs, x: &Tensor, dy: &Tensor) -> Tensor {
+    let (al, be) = (a.alpha, a.beta);
+    zip_map(x, dy, move |x, g| {
+        let t = al * x + be;
+        if t > 0.0 && t < 1.0 { g * al } else { 0.0 }
+    })
+}
+
+/// x · clamp(x/6 + 1/2, 0, 1).
+pub fn hard_swish(x: &Tensor) -> Tensor {
+    map(x, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0))
+}
+
+/// Gradient of HardSwish: 0 below -3, 1 above 3, (2x + 3) / 6 between.
+pub fn hard_swish_backward(x: &Tensor, dy: &Tensor) -> Tensor {
+    zip_map(x, dy, |x, g| {
+        if x <= -3.0 {
+            0.0
+        } else if x >= 3.0 {
+            g
+        } else {
+            g * (2.0 * x + 3.0) / 6.0
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::OpKind;
+    use crate::ops::gradcheck::{check_op, rand_tensor};
+    use crate::tensor::from_vec;
+
+    #[test]
+    fn values_match_the_onnx_definitions() {
+        let x = from_vec(&[5], vec![-4.0, -1.0, 0.0, 1.5, 4.0]);
+        let s = sigmoid(&x);
+        assert!((s[[2]] - 0.5).abs() < 1e-7);
+        assert!((s[[3]] - 0.817_574_5).abs() < 1e-6);
+        let h = hard_sigmoid(&HardSigmoidAttrs::default(), &x);
+        assert_eq!(h.as_slice().unwrap(), &[0.0, 0.3, 0.5, 0.8, 1.0]);
+        let w = hard_swish(&x);
+        let want = [0.0, -1.0 / 3.0, 0.0, 1.5 * 0.75, 4.0];
+        for (a, b) in w.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn gradients() {
+        // Inputs scaled to cover the kinks of the piecewise ops, kept off them by the check's
+        // step (uniform draws land on ±3 or the HardSigmoid bounds with probability 0).
+        let x = rand_tensor(&[3, 4, 5], 3).mapv(|v| v * 5.0);
+        check_op(&OpKind::Sigmoid, &[x.clone()], &[true]);
+        check_op(&OpKind::HardSwish, &[x.clone()], &[true]);
+        let a = HardSigmoidAttrs {
+            alpha: 0.25,
+            beta: 0.4,
+        };
+        check_op(&OpKind::HardSigmoid(a), &[x], &[true]);
+    }
+}
