@@ -95,17 +95,33 @@ mod tests {
         }
     }
 
+    /// Inputs kept away from the kinks (the piecewise ops' derivatives jump there, so finite
+    /// differences straddling one are meaningless).
+    fn away_from(x: Tensor, kinks: &[f32]) -> Tensor {
+        x.mapv(|v| {
+            if kinks.iter().any(|k| (v - k).abs() < 0.05) {
+                v + 0.1
+            } else {
+                v
+            }
+        })
+    }
+
     #[test]
     fn gradients() {
-        // Inputs scaled to cover the kinks of the piecewise ops, kept off them by the check's
-        // step (uniform draws land on ±3 or the HardSigmoid bounds with probability 0).
+        // Scaled to cover both linear parts and the flat ends of the piecewise ops.
         let x = rand_tensor(&[3, 4, 5], 3).mapv(|v| v * 5.0);
         check_op(&OpKind::Sigmoid, &[x.clone()], &[true]);
-        check_op(&OpKind::HardSwish, &[x.clone()], &[true]);
+        check_op(
+            &OpKind::HardSwish,
+            &[away_from(x.clone(), &[-3.0, 3.0])],
+            &[true],
+        );
         let a = HardSigmoidAttrs {
             alpha: 0.25,
             beta: 0.4,
         };
-        check_op(&OpKind::HardSigmoid(a), &[x], &[true]);
+        let kinks = [-0.4 / 0.25, 0.6 / 0.25];
+        check_op(&OpKind::HardSigmoid(a), &[away_from(x, &kinks)], &[true]);
     }
 }
