@@ -428,3 +428,77 @@ fn exported_qdq_files_give_the_integer_runtimes_accuracy_in_onnx_runtime() {
         assert!(int_acc > 0.98, "{name}: {int_acc}");
     }
 }
+
+/// torchvision's classifiers, exported by `tools/fixtures/export_torchvision_zoo.py DIR` (too
+/// large to commit). The documented command:
+/// `QATLAS_ZOO=DIR cargo test --release --test onnx_parity -- --ignored --nocapture`.
+/// It prints a row per file (nodes, load, ops qatlas keeps as unsupported, qatlas vs ORT on two
+/// random 224x224 images) and fails if a model that loads without unsupported ops disagrees.
+#[test]
+#[ignore = "needs the exported torchvision zoo in $QATLAS_ZOO"]
+fn torchvision_zoo_agrees_with_onnx_runtime() {
+    let dir = PathBuf::from(std::env::var_os("QATLAS_ZOO").expect("set QATLAS_ZOO"));
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    files.sort();
+    let mut bad = Vec::new();
+    println!(
+        "zoo {:<28} {:>6}  {:<6} {:<12} unsupported",
+        "model", "nodes", "loads", "rel L2"
+    );
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let m = match load_onnx(&f) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("zoo {name:<28} {:>6}  {:<6} {:<12} {e}", "-", "no", "-");
+                continue;
+            }
+        };
+        let mut unsupported: Vec<String> = m
+            .graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                qatlas::ops::OpKind::Unsupported { op_type } => Some(op_type.clone()),
+                _ => None,
+            })
+            .collect();
+        unsupported.sort();
+        unsupported.dedup();
+        let nodes = m.graph.nodes.len();
+        let err = if unsupported.is_empty() {
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let mut s = vec![2];
+            s.extend(&m.graph.input_shape);
+            let n: usize = s.iter().product();
+            let x = from_vec(&s, (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect());
+            match m.graph.infer(&x) {
+                Ok(ours) => {
+                    let e = rel_l2(&ours, &ort(&py, &f, &x, tmp.path()));
+                    if e >= TOL {
+                        bad.push(format!("{name}: {e:.3e}"));
+                    }
+                    format!("{e:.2e}")
+                }
+                Err(e) => {
+                    bad.push(format!("{name}: {e}"));
+                    format!("error: {e}")
+                }
+            }
+        } else {
+            "-".into()
+        };
+        println!(
+            "zoo {name:<28} {nodes:>6}  {:<6} {err:<12} {}",
+            "yes",
+            unsupported.join(" ")
+        );
+    }
+    assert!(bad.is_empty(), "models that load and disagree: {bad:?}");
+}
