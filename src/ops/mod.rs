@@ -16,6 +16,7 @@ pub mod dropout;
 pub mod error;
 pub mod fake_quant;
 pub mod im2col;
+pub mod layout;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
@@ -42,6 +43,7 @@ pub use conv::Conv2dAttrs;
 pub use dropout::DropoutAttrs;
 pub use error::OpError;
 pub use fake_quant::{FakeQuantAttrs, FqObserver, QuantGrid};
+pub use layout::{SliceAttrs, TransposeAttrs};
 pub use pool::PoolAttrs;
 pub use reshape::{FlattenAttrs, ReshapeAttrs};
 pub use smooth::HardSigmoidAttrs;
@@ -76,6 +78,10 @@ pub enum OpKind {
     HardSwish,
     /// Joins its inputs along one axis.
     Concat(ConcatAttrs),
+    /// Permutes the axes.
+    Transpose(TransposeAttrs),
+    /// A strided range along one axis.
+    Slice(SliceAttrs),
     MaxPool2d(PoolAttrs),
     AvgPool2d(PoolAttrs),
     /// [N,C,H,W] -> [N,C,1,1].
@@ -116,6 +122,8 @@ impl OpKind {
             OpKind::HardSigmoid(_) => "HardSigmoid",
             OpKind::HardSwish => "HardSwish",
             OpKind::Concat(_) => "Concat",
+            OpKind::Transpose(_) => "Transpose",
+            OpKind::Slice(_) => "Slice",
             OpKind::MaxPool2d(_) => "MaxPool2d",
             OpKind::AvgPool2d(_) => "AvgPool2d",
             OpKind::GlobalAvgPool => "GlobalAvgPool",
@@ -168,6 +176,8 @@ impl OpKind {
             | OpKind::HardSigmoid(_)
             | OpKind::HardSwish => Ok(inputs[0].to_vec()),
             OpKind::Concat(a) => concat::output_shape(a, inputs),
+            OpKind::Transpose(a) => layout::transpose_shape(a, inputs[0]),
+            OpKind::Slice(a) => layout::slice_shape(a, inputs[0]),
             OpKind::MaxPool2d(a) | OpKind::AvgPool2d(a) => pool::output_shape(a, inputs[0]),
             OpKind::GlobalAvgPool => pool::global_output_shape(inputs[0]),
             OpKind::Add => add::output_shape(inputs[0], inputs[1]),
@@ -199,6 +209,8 @@ impl OpKind {
             OpKind::HardSigmoid(a) => Forward::plain(smooth::hard_sigmoid(a, inputs[0])),
             OpKind::HardSwish => Forward::plain(smooth::hard_swish(inputs[0])),
             OpKind::Concat(a) => Forward::plain(concat::forward(a, inputs)?),
+            OpKind::Transpose(a) => Forward::plain(layout::transpose(a, inputs[0])),
+            OpKind::Slice(a) => Forward::plain(layout::slice(a, inputs[0])),
             OpKind::MaxPool2d(a) => pool::max_forward(a, inputs[0], ctx.need_backward),
             OpKind::AvgPool2d(a) => Forward::plain(pool::avg_forward(a, inputs[0])),
             OpKind::GlobalAvgPool => Forward::plain(pool::global_forward(inputs[0])),
@@ -249,6 +261,8 @@ impl OpKind {
             }
             OpKind::HardSwish => vec![Some(smooth::hard_swish_backward(inputs[0], grad_out))],
             OpKind::Concat(a) => concat::backward(a, inputs, grad_out, need)?,
+            OpKind::Transpose(a) => vec![Some(layout::transpose_backward(a, grad_out))],
+            OpKind::Slice(a) => vec![Some(layout::slice_backward(a, inputs[0], grad_out))],
             OpKind::MaxPool2d(_) => vec![Some(pool::max_backward(inputs[0], saved, grad_out)?)],
             OpKind::AvgPool2d(a) => vec![Some(pool::avg_backward(a, inputs[0], grad_out))],
             OpKind::GlobalAvgPool => vec![Some(pool::global_backward(inputs[0], grad_out))],

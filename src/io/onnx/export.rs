@@ -280,6 +280,17 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
                 attribute.push(attr_int("axis", a.axis));
                 "Concat"
             }
+            OpKind::Transpose(a) => {
+                attribute.push(attr_ints("perm", &a.perm));
+                "Transpose"
+            }
+            OpKind::Slice(a) => {
+                input.push(extra("starts", encode_i64("", &[a.start])));
+                input.push(extra("ends", encode_i64("", &[a.end])));
+                input.push(extra("axes", encode_i64("", &[a.axis as i64])));
+                input.push(extra("steps", encode_i64("", &[a.step])));
+                "Slice"
+            }
             OpKind::Unsupported { .. } => unreachable!("rejected above"),
             #[allow(unreachable_patterns)]
             other => {

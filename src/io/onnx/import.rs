@@ -431,6 +431,18 @@ fn import_node<'m>(
         .iter()
         .skip(1)
         .any(|o| !o.is_empty() && consumed.contains(o.as_str()));
+    if default_domain && !extra_outputs_read {
+        let mut ctx = NodeCtx {
+            imp: &mut *imp,
+            node,
+            name,
+            emitted: Vec::new(),
+        };
+        if let Some(c) = super::fold::fold(&mut ctx)? {
+            bind_output(imp, node, name, Out::Const(c), &[]);
+            return Ok(());
+        }
+    }
     let f = reg
         .get(&node.op_type)
         .filter(|_| default_domain && !extra_outputs_read);

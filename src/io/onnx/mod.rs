@@ -24,6 +24,7 @@
 mod ctx;
 mod error;
 mod export;
+mod fold;
 mod import;
 mod ops;
 pub mod proto;

@@ -66,6 +66,12 @@ fn binary(
     op: OpKind,
     trainable: bool,
 ) -> Result<Option<Out>, OnnxError> {
+    // Integer constants (shape arithmetic the folder could not fold) are not float tensors.
+    for i in 0..2 {
+        if ctx.input_const(i)?.is_some_and(|c| c.f32s().is_none()) {
+            return Ok(None);
+        }
+    }
     let a = ctx.input_value(0, trainable)?;
     let b = ctx.input_value(1, trainable)?;
     Ok(Some(Out::Value(ctx.emit(op, &[a, b])?)))

@@ -1,4 +1,5 @@
-//! ONNX shape and plumbing ops: `Flatten`, `Reshape` (to a constant shape), `Identity`,
+//! ONNX shape and plumbing ops: `Flatten`, `Reshape` (to a constant shape, folded shape
+//! arithmetic included: see `fold`), `Transpose`, `Slice` of activations, `Identity`,
 //! `Constant` and `Cast` (folded for constants; float-to-float casts of activations vanish; a
 //! cast to float16 is an fp16 fake quantizer).
 //!
@@ -9,10 +10,13 @@
 
 use super::super::OnnxError;
 use super::super::ctx::{NodeCtx, Out};
+use super::super::fold::BATCH;
 use super::super::proto::tensor_proto::DataType;
 use super::super::registry::Registry;
 use super::super::tensor::{Const, ConstData};
-use crate::ops::{FakeQuantAttrs, FlattenAttrs, OpKind, QuantGrid, ReshapeAttrs};
+use crate::ops::{
+    FakeQuantAttrs, FlattenAttrs, OpKind, QuantGrid, ReshapeAttrs, SliceAttrs, TransposeAttrs,
+};
 use std::rc::Rc;
 
 pub(super) fn register(reg: &mut Registry) {
@@ -21,6 +25,88 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert("Identity", identity);
     reg.insert("Constant", constant);
     reg.insert("Cast", cast);
+    reg.insert("Transpose", transpose);
+    reg.insert("Slice", slice);
+}
+
+fn transpose(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let Some(rank) = ctx.input_shape(0)?.map(|s| s.len()) else {
+        return Ok(None);
+    };
+    let perm: Vec<usize> = match ctx.ints("perm")? {
+        Some(p) => {
+            let mut v = Vec::with_capacity(p.len());
+            for &d in p {
+                v.push(ctx.bounded("perm", d, 0, rank as i64 - 1)?);
+            }
+            v
+        }
+        None => (0..rank).rev().collect(),
+    };
+    // The batch axis stays first: qatlas runs any batch size along axis 0.
+    if perm.first() != Some(&0) {
+        return Ok(None);
+    }
+    let x = ctx.input_value(0, false)?;
+    Ok(Some(Out::Value(
+        ctx.emit(OpKind::Transpose(TransposeAttrs { perm }), &[x])?,
+    )))
+}
+
+/// Slice of an activation (opset 10+: bounds as constant inputs; before: attributes), one
+/// qatlas Slice per axis; not along the batch axis, positive steps only.
+fn slice(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let Some(shape) = ctx.input_shape(0)? else {
+        return Ok(None);
+    };
+    let r = shape.len() as i64;
+    let (starts, ends, axes, steps) = if ctx.opset() < 10 {
+        let get = |n: &str| ctx.ints(n).map(|v| v.map(<[i64]>::to_vec));
+        let (Some(s), Some(e)) = (get("starts")?, get("ends")?) else {
+            return Err(ctx.err("has no 'starts' or 'ends'"));
+        };
+        let a = get("axes")?.unwrap_or_else(|| (0..s.len() as i64).collect());
+        let st = vec![1; s.len()];
+        (s, e, a, st)
+    } else {
+        let mut v = Vec::new();
+        for i in 1..5 {
+            if !ctx.has_input(i) {
+                v.push(None);
+                continue;
+            }
+            match ctx.input_const(i)?.and_then(|c| c.i64s()) {
+                Some(x) => v.push(Some(x)),
+                None => return Ok(None),
+            }
+        }
+        let (Some(s), Some(e)) = (v[0].clone(), v[1].clone()) else {
+            return Err(ctx.err("has no starts or ends"));
+        };
+        let a = v[2]
+            .clone()
+            .unwrap_or_else(|| (0..s.len() as i64).collect());
+        let st = v[3].clone().unwrap_or_else(|| vec![1; s.len()]);
+        (s, e, a, st)
+    };
+    if starts.len() != ends.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(ctx.err("starts, ends, axes and steps differ in length"));
+    }
+    let mut x = ctx.input_value(0, false)?;
+    for k in 0..starts.len() {
+        let axis = if axes[k] < 0 { axes[k] + r } else { axes[k] };
+        if !(1..r).contains(&axis) || steps[k] <= 0 || starts[k] == BATCH || ends[k] == BATCH {
+            return Ok(None);
+        }
+        let a = SliceAttrs {
+            axis: axis as usize,
+            start: starts[k],
+            end: ends[k],
+            step: steps[k],
+        };
+        x = ctx.emit(OpKind::Slice(a), &[x])?;
+    }
+    Ok(Some(Out::Value(x)))
 }
 
 fn flatten(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
@@ -51,6 +137,14 @@ fn reshape(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         return Err(ctx.err("the shape input is not an integer tensor"));
     };
     if ctx.int("allowzero", 0)? != 0 && shape.contains(&0) {
+        return Ok(None);
+    }
+    // The dynamic batch size from folded shape arithmetic: "copy the batch axis" at position 0,
+    // nothing qatlas can express elsewhere.
+    if shape.first() == Some(&BATCH) {
+        shape[0] = 0;
+    }
+    if shape.contains(&BATCH) {
         return Ok(None);
     }
     if shape.iter().filter(|&&d| d == -1).count() > 1 || shape.iter().any(|&d| d < -1) {
