@@ -1,8 +1,10 @@
 //! The integer runtime on the other built-in architectures (random weights, real MNIST images):
 //! resnet-mini exercises BatchNorm folding, residual Adds (fused with ReLU and the next
 //! quantizer) and global average pooling; mobilenet-mini grouped (depthwise) convolutions and
-//! ReLU6 clamps; lenet5 5x5 kernels and three Linear layers. The integer model's predictions
-//! must agree with the fake-quant simulation.
+//! ReLU6 clamps; lenet5 5x5 kernels and three Linear layers; the `gates_concat.onnx` fixture
+//! HardSwish, a squeeze-excitation gate (HardSigmoid, Mul broadcast over the pixels), SiLU and a
+//! fire module's Concat. The integer model's predictions must agree with the fake-quant
+//! simulation.
 
 use qatlas::data::{Loader, Normalization, Split, load_split};
 use qatlas::quant::plan::{Precision, QuantPlan};
@@ -14,11 +16,19 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 fn agreement(arch: Arch, mode: Requantization) -> (IntModel, f64, f64, f32) {
+    let g = arch.build([1, 28, 28], 10, 3).unwrap();
+    agreement_of(g, arch.name(), mode)
+}
+
+fn agreement_of(
+    g: qatlas::graph::Graph,
+    name: &str,
+    mode: Requantization,
+) -> (IntModel, f64, f64, f32) {
     let mnist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mnist");
     let norm = Normalization::mnist();
     let calib = load_split(&mnist, Split::Train).unwrap().limit(256);
     let test = load_split(&mnist, Split::Test).unwrap().limit(500);
-    let g = arch.build([1, 28, 28], 10, 3).unwrap();
     let plan = QuantPlan::default_for(&g, Precision::Int8);
     let batches = Loader::new(&calib, &norm, 128, None, false).map(|(x, _)| x);
     let res = ptq(&g, &plan, batches, &AtomicBool::new(false), &mut |_| {}).unwrap();
@@ -53,7 +63,7 @@ fn agreement(arch: Arch, mode: Requantization) -> (IntModel, f64, f64, f32) {
     let (agree, eq) = (same as f64 / n as f64, equal as f64 / logits as f64);
     eprintln!(
         "{} {mode:?}: argmax agree {:.2}% of {n}, logits equal {:.2}%, max |diff| {max_diff:.4}",
-        arch.name(),
+        name,
         agree * 100.0,
         eq * 100.0
     );
@@ -98,6 +108,34 @@ fn lenet5_matches_simulation() {
     let (_, agree, eq, _) = agreement(Arch::Lenet5, Requantization::Float);
     assert!(agree >= 0.99, "{agree}");
     assert!(eq >= 0.9, "{eq}");
+}
+
+#[test]
+fn gates_and_concat_of_mobile_cnns_match_simulation() {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/gates_concat.onnx");
+    let g = qatlas::io::load_onnx(&f).unwrap().graph;
+    let (m, agree, eq, _) = agreement_of(g, "gates_concat", Requantization::Float);
+    let steps = &m.spec().steps;
+    use qatlas::runtime::spec::Act;
+    for act in [Act::HardSwish, Act::Sigmoid] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::Activation { act: a, .. } if *a == act)),
+            "{act:?}"
+        );
+    }
+    assert!(steps.iter().any(|s| matches!(
+        s,
+        Step::Activation {
+            act: Act::HardSigmoid { .. },
+            ..
+        }
+    )));
+    assert!(steps.iter().any(|s| matches!(s, Step::Mul { .. })));
+    assert!(steps.iter().any(|s| matches!(s, Step::Concat { .. })));
+    assert!(agree >= 0.99, "{agree}");
+    assert!(eq >= 0.5, "{eq}");
 }
 
 #[test]

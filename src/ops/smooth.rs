@@ -26,8 +26,22 @@ impl Default for HardSigmoidAttrs {
     }
 }
 
-fn sigmoid1(v: f32) -> f32 {
+/// Sigmoid of one value (the integer runtime applies the same formula).
+#[inline]
+pub fn sigmoid1(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
+}
+
+/// HardSigmoid of one value.
+#[inline]
+pub fn hard_sigmoid1(alpha: f32, beta: f32, v: f32) -> f32 {
+    (alpha * v + beta).clamp(0.0, 1.0)
+}
+
+/// HardSwish of one value.
+#[inline]
+pub fn hard_swish1(v: f32) -> f32 {
+    v * (v / 6.0 + 0.5).clamp(0.0, 1.0)
 }
 
 /// 1 / (1 + e^-x).
@@ -43,7 +57,7 @@ pub fn sigmoid_backward(y: &Tensor, dy: &Tensor) -> Tensor {
 /// clamp(αx + β, 0, 1).
 pub fn hard_sigmoid(a: &HardSigmoidAttrs, x: &Tensor) -> Tensor {
     let (al, be) = (a.alpha, a.beta);
-    map(x, move |v| (al * v + be).clamp(0.0, 1.0))
+    map(x, move |v| hard_sigmoid1(al, be, v))
 }
 
 /// Gradient of HardSigmoid.
@@ -57,7 +71,7 @@ pub fn hard_sigmoid_backward(a: &HardSigmoidAttrs, x: &Tensor, dy: &Tensor) -> T
 
 /// x · clamp(x/6 + 1/2, 0, 1).
 pub fn hard_swish(x: &Tensor) -> Tensor {
-    map(x, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0))
+    map(x, hard_swish1)
 }
 
 /// Gradient of HardSwish: 0 below -3, 1 above 3, (2x + 3) / 6 between.

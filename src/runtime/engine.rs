@@ -462,6 +462,34 @@ impl Engine {
                     }
                 }
             }
+            Step::Mul { a, b, .. } => {
+                let (da, db) = (self.dims[*a], self.dims[*b]);
+                let (x, y) = (fsrc(*a), fsrc(*b));
+                let len = nb * da.elems();
+                if da == db {
+                    for (i, o) in df[..len].iter_mut().enumerate() {
+                        *o = x[i] * y[i];
+                    }
+                } else {
+                    // y is 1 x 1 x c per image: the same gate for every pixel.
+                    let (c, per) = (da.c, da.elems());
+                    for (i, o) in df[..len].iter_mut().enumerate() {
+                        *o = x[i] * y[(i / per) * c + i % c];
+                    }
+                }
+            }
+            Step::Concat { a, b, .. } => {
+                let (da, db) = (self.dims[*a], self.dims[*b]);
+                let (x, y) = (fsrc(*a), fsrc(*b));
+                let (ca, cb) = (da.c, db.c);
+                let mut o = 0;
+                for px in 0..nb * da.h * da.w {
+                    df[o..o + ca].copy_from_slice(&x[px * ca..(px + 1) * ca]);
+                    o += ca;
+                    df[o..o + cb].copy_from_slice(&y[px * cb..(px + 1) * cb]);
+                    o += cb;
+                }
+            }
         }
         Ok(())
     }

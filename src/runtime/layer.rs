@@ -106,6 +106,8 @@ fn clamp_grid(g: QGrid, act: Act) -> QGrid {
             lo = lo.max(q_of(min, &g));
             hi = hi.min(q_of(max, &g));
         }
+        // Not clamps: a layer never fuses them (`ModelSpec::shapes` rejects it).
+        Act::Sigmoid | Act::HardSigmoid { .. } | Act::HardSwish => {}
     }
     let lo = lo.clamp(0, 255) as i32;
     QGrid {

@@ -84,6 +84,9 @@ pub fn describe(spec: &ModelSpec, step: &Step) -> String {
         Act::None => "",
         Act::Relu => " + relu",
         Act::Clip { .. } => " + clip",
+        Act::Sigmoid => " + sigmoid",
+        Act::HardSigmoid { .. } => " + hardsigmoid",
+        Act::HardSwish => " + hardswish",
     };
     match step {
         Step::ToHwc { .. } => "to NHWC".into(),
@@ -104,7 +107,12 @@ pub fn describe(spec: &ModelSpec, step: &Step) -> String {
             Act::None => "identity".into(),
             Act::Relu => "relu".into(),
             Act::Clip { .. } => "clip".into(),
+            Act::Sigmoid => "sigmoid".into(),
+            Act::HardSigmoid { .. } => "hardsigmoid".into(),
+            Act::HardSwish => "hardswish".into(),
         },
+        Step::Mul { .. } => "mul".into(),
+        Step::Concat { .. } => "concat".into(),
         Step::ClampU8 { .. } => "relu (u8 clamp)".into(),
     }
 }

@@ -66,6 +66,9 @@ pub enum Act {
     None,
     Relu,
     Clip { min: f32, max: f32 },
+    Sigmoid,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
 }
 
 impl Act {
@@ -76,6 +79,9 @@ impl Act {
             Act::None => v,
             Act::Relu => v.max(0.0),
             Act::Clip { min, max } => v.clamp(min, max),
+            Act::Sigmoid => crate::ops::smooth::sigmoid1(v),
+            Act::HardSigmoid { alpha, beta } => crate::ops::smooth::hard_sigmoid1(alpha, beta, v),
+            Act::HardSwish => crate::ops::smooth::hard_swish1(v),
         }
     }
 }
@@ -278,13 +284,20 @@ pub enum Step {
     Activation { src: usize, dst: usize, act: Act },
     /// u8 -> u8 `max(u, lo)`: ReLU of a quantized value (`lo` = its zero point).
     ClampU8 { src: usize, dst: usize, lo: u8 },
+    /// f32 `a ⊙ b`, `b` of `a`'s shape or `1 x 1 x c` (a squeeze-excitation gate, broadcast over
+    /// the pixels).
+    Mul { a: usize, b: usize, dst: usize },
+    /// f32 NHWC `[a, b]` along the channels (same h x w).
+    Concat { a: usize, b: usize, dst: usize },
 }
 
 impl Step {
     /// Slots read.
     pub fn sources(&self) -> Vec<usize> {
         match *self {
-            Step::Add { a, b, .. } => vec![a, b],
+            Step::Add { a, b, .. } | Step::Mul { a, b, .. } | Step::Concat { a, b, .. } => {
+                vec![a, b]
+            }
             Step::ToHwc { src, .. }
             | Step::ToChw { src, .. }
             | Step::Quantize { src, .. }
@@ -314,6 +327,8 @@ impl Step {
             | Step::AvgPool { dst, .. }
             | Step::GlobalAvgPool { dst, .. }
             | Step::Add { dst, .. }
+            | Step::Mul { dst, .. }
+            | Step::Concat { dst, .. }
             | Step::Activation { dst, .. }
             | Step::ClampU8 { dst, .. } => dst,
         }
@@ -481,6 +496,29 @@ impl ModelSpec {
                     }
                     d0
                 }
+                Step::Mul { .. } => {
+                    let (s1, d1) = src_dims[1];
+                    for s in [s0, s1, dst] {
+                        want(s, SlotKind::F32)?;
+                    }
+                    if d1 != d0 && d1 != Dims::flat(d0.c) {
+                        return Err(ctx(format!("multiplies shapes {d0:?} and {d1:?}")));
+                    }
+                    d0
+                }
+                Step::Concat { .. } => {
+                    let (s1, d1) = src_dims[1];
+                    for s in [s0, s1, dst] {
+                        want(s, SlotKind::F32)?;
+                    }
+                    if (d0.h, d0.w) != (d1.h, d1.w) {
+                        return Err(ctx(format!("concatenates shapes {d0:?} and {d1:?}")));
+                    }
+                    Dims {
+                        c: d0.c + d1.c,
+                        ..d0
+                    }
+                }
             };
             check_size(&out, &format!("step {si} output"))?;
             total = total
@@ -563,6 +601,12 @@ impl ModelSpec {
             && !(min <= max)
         {
             return Err(format!("clip range {min}..{max} is empty"));
+        }
+        if !matches!(l.act, Act::None | Act::Relu | Act::Clip { .. }) {
+            return Err(format!(
+                "a layer fuses only ReLU or Clip, not {:?} (a separate step)",
+                l.act
+            ));
         }
         if l.cout == 0 || l.weight_len().is_none_or(|n| n == 0 || n > MAX_SLOT_ELEMS) {
             return Err("weight matrix is empty or too large".into());
