@@ -13,6 +13,26 @@ use qatlas::quant::ptq;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+/// The pretrained seed-cnn, its int8 plan, and the first `n` training and test images.
+fn setup(
+    n: usize,
+) -> (
+    qatlas::io::Model,
+    QuantPlan,
+    qatlas::data::Dataset,
+    qatlas::data::Dataset,
+) {
+    let m = load_any(&default_model()).unwrap();
+    let base = QuantPlan::default_for(&m.graph, Precision::Int8);
+    let calib = load_split(&default_data_dir(), Split::Train)
+        .unwrap()
+        .limit(n);
+    let eval = load_split(&default_data_dir(), Split::Test)
+        .unwrap()
+        .limit(n);
+    (m, base, calib, eval)
+}
+
 fn quick(max_drop_pp: f64) -> SearchConfig {
     SearchConfig {
         max_drop_pp,
@@ -30,14 +50,7 @@ fn quick(max_drop_pp: f64) -> SearchConfig {
 
 #[test]
 fn the_chosen_plan_is_within_the_drop_smaller_than_int8_and_measured_as_the_library_measures_it() {
-    let m = load_any(&default_model()).unwrap();
-    let base = QuantPlan::default_for(&m.graph, Precision::Int8);
-    let calib = load_split(&default_data_dir(), Split::Train)
-        .unwrap()
-        .limit(500);
-    let eval = load_split(&default_data_dir(), Split::Test)
-        .unwrap()
-        .limit(500);
+    let (m, base, calib, eval) = setup(500);
     let norm = m.meta.normalization.clone();
     let d = SearchData {
         model: &m.graph,
@@ -207,14 +220,7 @@ fn the_cli_writes_a_plan_that_convert_accepts() {
 
 #[test]
 fn a_resumed_search_keeps_its_plans_and_ends_where_an_uninterrupted_one_ends() {
-    let m = load_any(&default_model()).unwrap();
-    let base = QuantPlan::default_for(&m.graph, Precision::Int8);
-    let calib = load_split(&default_data_dir(), Split::Train)
-        .unwrap()
-        .limit(300);
-    let eval = load_split(&default_data_dir(), Split::Test)
-        .unwrap()
-        .limit(300);
+    let (m, base, calib, eval) = setup(300);
     let norm = m.meta.normalization.clone();
     let mut d = SearchData {
         model: &m.graph,

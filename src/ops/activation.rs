@@ -65,19 +65,8 @@ pub fn clip_backward(a: &ClipAttrs, x: &Tensor, dy: &Tensor) -> Tensor {
 mod tests {
     use super::*;
     use crate::ops::OpKind;
-    use crate::ops::gradcheck::{check_op, rand_tensor};
+    use crate::ops::gradcheck::{away_from, check_op, rand_tensor};
     use crate::tensor::from_vec;
-
-    /// Inputs kept away from the kinks so finite differences are valid.
-    fn away_from(x: Tensor, kinks: &[f32]) -> Tensor {
-        x.mapv(|v| {
-            if kinks.iter().any(|k| (v - k).abs() < 0.05) {
-                v + 0.1
-            } else {
-                v
-            }
-        })
-    }
 
     #[test]
     fn values() {

@@ -91,7 +91,7 @@ pub fn hard_swish_backward(x: &Tensor, dy: &Tensor) -> Tensor {
 mod tests {
     use super::*;
     use crate::ops::OpKind;
-    use crate::ops::gradcheck::{check_op, rand_tensor};
+    use crate::ops::gradcheck::{away_from, check_op, rand_tensor};
     use crate::tensor::from_vec;
 
     #[test]
@@ -107,18 +107,6 @@ mod tests {
         for (a, b) in w.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
-    }
-
-    /// Inputs kept away from the kinks (the piecewise ops' derivatives jump there, so finite
-    /// differences straddling one are meaningless).
-    fn away_from(x: Tensor, kinks: &[f32]) -> Tensor {
-        x.mapv(|v| {
-            if kinks.iter().any(|k| (v - k).abs() < 0.05) {
-                v + 0.1
-            } else {
-                v
-            }
-        })
     }
 
     #[test]
