@@ -31,6 +31,7 @@ use crate::ops::{OpKind, PoolAttrs, QuantGrid};
 use crate::tensor::slice;
 use std::collections::BTreeMap;
 
+mod elementwise;
 mod layer;
 
 /// Settings of a conversion.
@@ -458,86 +459,10 @@ impl Builder<'_> {
                 self.set(out_v, r);
             }
             OpKind::Clip(_) | OpKind::Sigmoid | OpKind::HardSigmoid(_) | OpKind::HardSwish => {
-                let act = match &node.op {
-                    OpKind::Clip(c) => Act::Clip {
-                        min: c.min,
-                        max: c.max,
-                    },
-                    OpKind::HardSigmoid(h) => Act::HardSigmoid {
-                        alpha: h.alpha,
-                        beta: h.beta,
-                    },
-                    OpKind::HardSwish => Act::HardSwish,
-                    _ => Act::Sigmoid,
-                };
-                let x = self.act(ni, 0)?;
-                let x = self.float(x);
-                let dst = self.slot(SlotKind::F32);
-                self.steps.push(Step::Activation {
-                    src: x.slot,
-                    dst,
-                    act,
-                });
-                self.set(out_v, ActVal { slot: dst, ..x });
+                self.activation(ni)?
             }
-            OpKind::Mul => {
-                let (a, b) = (self.act(ni, 0)?, self.act(ni, 1)?);
-                let (a, b) = (self.float(a), self.float(b));
-                // The full-size operand first; the other is the same size or a 1 x 1 x c gate.
-                let (a, b) = if a.dims.elems() >= b.dims.elems() {
-                    (a, b)
-                } else {
-                    (b, a)
-                };
-                let gate = b.dims == Dims::flat(a.dims.c) && a.logical == Logical::Image;
-                if b.dims != a.dims && !gate {
-                    return Err(self.err(
-                        ni,
-                        "multiplies tensors the integer runtime cannot broadcast (same shape or \
-                         a per-channel gate only)",
-                    ));
-                }
-                let dst = self.slot(SlotKind::F32);
-                self.steps.push(Step::Mul {
-                    a: a.slot,
-                    b: b.slot,
-                    dst,
-                });
-                self.set(out_v, ActVal { slot: dst, ..a });
-            }
-            OpKind::Concat(c) => {
-                let shapes = g.infer_shapes(2).map_err(|e| self.err(ni, e.to_string()))?;
-                let rank = shapes[node.inputs[0]].len() as i64;
-                let axis = if c.axis < 0 { c.axis + rank } else { c.axis };
-                let mut acc = self.act(ni, 0)?;
-                if axis != 1 || (rank != 4 && rank != 2) {
-                    return Err(self.err(ni, "concatenates along an axis other than the channels"));
-                }
-                acc = self.float(acc);
-                for k in 1..node.inputs.len() {
-                    let b = self.act(ni, k)?;
-                    let b = self.float(b);
-                    if (b.dims.h, b.dims.w) != (acc.dims.h, acc.dims.w) || b.logical != acc.logical
-                    {
-                        return Err(self.err(ni, "concatenates tensors of different sizes"));
-                    }
-                    let dst = self.slot(SlotKind::F32);
-                    self.steps.push(Step::Concat {
-                        a: acc.slot,
-                        b: b.slot,
-                        dst,
-                    });
-                    acc = ActVal {
-                        slot: dst,
-                        dims: Dims {
-                            c: acc.dims.c + b.dims.c,
-                            ..acc.dims
-                        },
-                        ..acc
-                    };
-                }
-                self.set(out_v, acc);
-            }
+            OpKind::Mul => self.mul(ni)?,
+            OpKind::Concat(c) => self.concat(ni, c.axis)?,
             OpKind::MaxPool2d(p) | OpKind::AvgPool2d(p) => {
                 let x = self.act(ni, 0)?;
                 if x.logical != Logical::Image {

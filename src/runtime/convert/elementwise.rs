@@ -1,0 +1,103 @@
+//! Lowering the f32 elementwise steps of a fake-quant graph: Clip and the gates of mobile CNNs
+//! (Sigmoid, HardSigmoid, HardSwish) as activation steps, `Mul` of the same shape or by a
+//! 1 x 1 x c squeeze-excitation gate, and `Concat` along the channels (pairwise, NHWC).
+//! Part of [`super`] (`convert.rs`), split out to keep files small.
+
+use super::{ActVal, Builder, Logical};
+use crate::ops::OpKind;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::spec::{Act, Dims, SlotKind, Step};
+
+impl Builder<'_> {
+    pub(super) fn activation(&mut self, ni: usize) -> Result<(), RuntimeError> {
+        let node = &self.g.nodes[ni];
+        let act = match &node.op {
+            OpKind::Clip(c) => Act::Clip {
+                min: c.min,
+                max: c.max,
+            },
+            OpKind::HardSigmoid(h) => Act::HardSigmoid {
+                alpha: h.alpha,
+                beta: h.beta,
+            },
+            OpKind::HardSwish => Act::HardSwish,
+            OpKind::Sigmoid => Act::Sigmoid,
+            other => return Err(self.err(ni, format!("{} is not an activation", other.name()))),
+        };
+        let out_v = node.output;
+        let x = self.act(ni, 0)?;
+        let x = self.float(x);
+        let dst = self.slot(SlotKind::F32);
+        self.steps.push(Step::Activation {
+            src: x.slot,
+            dst,
+            act,
+        });
+        self.set(out_v, ActVal { slot: dst, ..x });
+        Ok(())
+    }
+
+    pub(super) fn mul(&mut self, ni: usize) -> Result<(), RuntimeError> {
+        let out_v = self.g.nodes[ni].output;
+        let (a, b) = (self.act(ni, 0)?, self.act(ni, 1)?);
+        let (a, b) = (self.float(a), self.float(b));
+        // The full-size operand first; the other is the same size or a 1 x 1 x c gate.
+        let (a, b) = if a.dims.elems() >= b.dims.elems() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let gate = b.dims == Dims::flat(a.dims.c) && a.logical == Logical::Image;
+        if b.dims != a.dims && !gate {
+            return Err(self.err(
+                ni,
+                "multiplies tensors the integer runtime cannot broadcast (same shape or a \
+                 per-channel gate only)",
+            ));
+        }
+        let dst = self.slot(SlotKind::F32);
+        self.steps.push(Step::Mul {
+            a: a.slot,
+            b: b.slot,
+            dst,
+        });
+        self.set(out_v, ActVal { slot: dst, ..a });
+        Ok(())
+    }
+
+    pub(super) fn concat(&mut self, ni: usize, axis: i64) -> Result<(), RuntimeError> {
+        let g = self.g;
+        let node = &g.nodes[ni];
+        let shapes = g.infer_shapes(2).map_err(|e| self.err(ni, e.to_string()))?;
+        let rank = shapes[node.inputs[0]].len() as i64;
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if axis != 1 || (rank != 4 && rank != 2) {
+            return Err(self.err(ni, "concatenates along an axis other than the channels"));
+        }
+        let first = self.act(ni, 0)?;
+        let mut acc = self.float(first);
+        for k in 1..node.inputs.len() {
+            let b = self.act(ni, k)?;
+            let b = self.float(b);
+            if (b.dims.h, b.dims.w) != (acc.dims.h, acc.dims.w) || b.logical != acc.logical {
+                return Err(self.err(ni, "concatenates tensors of different sizes"));
+            }
+            let dst = self.slot(SlotKind::F32);
+            self.steps.push(Step::Concat {
+                a: acc.slot,
+                b: b.slot,
+                dst,
+            });
+            acc = ActVal {
+                slot: dst,
+                dims: Dims {
+                    c: acc.dims.c + b.dims.c,
+                    ..acc.dims
+                },
+                ..acc
+            };
+        }
+        self.set(node.output, acc);
+        Ok(())
+    }
+}
