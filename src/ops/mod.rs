@@ -16,6 +16,7 @@ pub mod dropout;
 pub mod error;
 pub mod fake_quant;
 pub mod im2col;
+pub mod layernorm;
 pub mod layout;
 pub mod linear;
 pub mod loss;
@@ -43,6 +44,7 @@ pub use conv::Conv2dAttrs;
 pub use dropout::DropoutAttrs;
 pub use error::OpError;
 pub use fake_quant::{FakeQuantAttrs, FqObserver, QuantGrid};
+pub use layernorm::LayerNormAttrs;
 pub use layout::{SliceAttrs, TransposeAttrs};
 pub use pool::PoolAttrs;
 pub use reshape::{FlattenAttrs, ReshapeAttrs};
@@ -76,6 +78,10 @@ pub enum OpKind {
     HardSigmoid(HardSigmoidAttrs),
     /// x · clamp(x/6 + 1/2, 0, 1).
     HardSwish,
+    /// The error function.
+    Erf,
+    /// Inputs x, scale, optional bias: rows over the trailing axes normalised.
+    LayerNorm(LayerNormAttrs),
     /// Joins its inputs along one axis.
     Concat(ConcatAttrs),
     /// Permutes the axes.
@@ -121,6 +127,8 @@ impl OpKind {
             OpKind::Sigmoid => "Sigmoid",
             OpKind::HardSigmoid(_) => "HardSigmoid",
             OpKind::HardSwish => "HardSwish",
+            OpKind::Erf => "Erf",
+            OpKind::LayerNorm(_) => "LayerNorm",
             OpKind::Concat(_) => "Concat",
             OpKind::Transpose(_) => "Transpose",
             OpKind::Slice(_) => "Slice",
@@ -150,6 +158,7 @@ impl OpKind {
             OpKind::FakeQuant(a) => (a.num_inputs(), a.num_inputs()),
             OpKind::Unsupported { .. } => (0, usize::MAX),
             OpKind::Concat(_) => (1, usize::MAX),
+            OpKind::LayerNorm(_) => (2, 3),
             _ => (1, 1),
         }
     }
@@ -174,7 +183,9 @@ impl OpKind {
             | OpKind::Dropout(_)
             | OpKind::Sigmoid
             | OpKind::HardSigmoid(_)
-            | OpKind::HardSwish => Ok(inputs[0].to_vec()),
+            | OpKind::HardSwish
+            | OpKind::Erf => Ok(inputs[0].to_vec()),
+            OpKind::LayerNorm(a) => layernorm::output_shape(a, inputs),
             OpKind::Concat(a) => concat::output_shape(a, inputs),
             OpKind::Transpose(a) => layout::transpose_shape(a, inputs[0]),
             OpKind::Slice(a) => layout::slice_shape(a, inputs[0]),
@@ -208,6 +219,8 @@ impl OpKind {
             OpKind::Sigmoid => Forward::plain(smooth::sigmoid(inputs[0])),
             OpKind::HardSigmoid(a) => Forward::plain(smooth::hard_sigmoid(a, inputs[0])),
             OpKind::HardSwish => Forward::plain(smooth::hard_swish(inputs[0])),
+            OpKind::Erf => Forward::plain(smooth::erf(inputs[0])),
+            OpKind::LayerNorm(a) => Forward::plain(layernorm::forward(a, inputs)?),
             OpKind::Concat(a) => Forward::plain(concat::forward(a, inputs)?),
             OpKind::Transpose(a) => Forward::plain(layout::transpose(a, inputs[0])),
             OpKind::Slice(a) => Forward::plain(layout::slice(a, inputs[0])),
@@ -260,6 +273,8 @@ impl OpKind {
                 vec![Some(smooth::hard_sigmoid_backward(a, inputs[0], grad_out))]
             }
             OpKind::HardSwish => vec![Some(smooth::hard_swish_backward(inputs[0], grad_out))],
+            OpKind::Erf => vec![Some(smooth::erf_backward(inputs[0], grad_out))],
+            OpKind::LayerNorm(a) => layernorm::backward(a, inputs, grad_out, need)?,
             OpKind::Concat(a) => concat::backward(a, inputs, grad_out, need)?,
             OpKind::Transpose(a) => vec![Some(layout::transpose_backward(a, grad_out))],
             OpKind::Slice(a) => vec![Some(layout::slice_backward(a, inputs[0], grad_out))],

@@ -1,6 +1,7 @@
 //! Smooth and piecewise-linear gates of mobile and efficient CNNs: Sigmoid (SiLU is
 //! `x · sigmoid(x)`, a Mul of two tensors), HardSigmoid `clamp(αx + β, 0, 1)` and HardSwish
-//! `x · hardsigmoid(x)` with α = 1/6, β = 1/2 (ONNX's definitions).
+//! `x · hardsigmoid(x)` with α = 1/6, β = 1/2 (ONNX's definitions), and Erf (GELU is exported
+//! as `x · (1 + erf(x / √2)) / 2`).
 //!
 //! Backward of the piecewise ops passes the gradient strictly inside the linear part (PyTorch's
 //! convention at the kinks).
@@ -42,6 +43,18 @@ pub fn hard_sigmoid1(alpha: f32, beta: f32, v: f32) -> f32 {
 #[inline]
 pub fn hard_swish1(v: f32) -> f32 {
     v * (v / 6.0 + 0.5).clamp(0.0, 1.0)
+}
+
+/// The error function (libm's `erff`).
+pub fn erf(x: &Tensor) -> Tensor {
+    map(x, libm::erff)
+}
+
+/// Gradient of Erf: 2/√π · e^(-x²).
+pub fn erf_backward(x: &Tensor, dy: &Tensor) -> Tensor {
+    zip_map(x, dy, |x, g| {
+        g * std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp()
+    })
 }
 
 /// 1 / (1 + e^-x).
@@ -97,6 +110,8 @@ mod tests {
     #[test]
     fn values_match_the_onnx_definitions() {
         let x = from_vec(&[5], vec![-4.0, -1.0, 0.0, 1.5, 4.0]);
+        let e = erf(&x);
+        assert!((e[[3]] - 0.966_105_1).abs() < 1e-6 && e[[2]] == 0.0);
         let s = sigmoid(&x);
         assert!((s[[2]] - 0.5).abs() < 1e-7);
         assert!((s[[3]] - 0.817_574_5).abs() < 1e-6);
@@ -114,6 +129,7 @@ mod tests {
         // Scaled to cover both linear parts and the flat ends of the piecewise ops.
         let x = rand_tensor(&[3, 4, 5], 3).mapv(|v| v * 5.0);
         check_op(&OpKind::Sigmoid, &[x.clone()], &[true]);
+        check_op(&OpKind::Erf, &[x.mapv(|v| v * 0.4)], &[true]);
         check_op(
             &OpKind::HardSwish,
             &[away_from(x.clone(), &[-3.0, 3.0])],

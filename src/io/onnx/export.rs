@@ -280,6 +280,11 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
                 attribute.push(attr_int("axis", a.axis));
                 "Concat"
             }
+            OpKind::Erf => "Erf",
+            OpKind::LayerNorm(a) => {
+                attribute.extend([attr_int("axis", a.axis), attr_float("epsilon", a.eps)]);
+                "LayerNormalization"
+            }
             OpKind::Transpose(a) => {
                 attribute.push(attr_ints("perm", &a.perm));
                 "Transpose"

@@ -1,7 +1,7 @@
 //! ONNX elementwise ops: `Add`, `Mul`, `Sub` and `Div` by a constant (as Add of the negation and
 //! Mul by the reciprocal), `Relu`, `Clip` (ReLU6; bounds as attributes before opset 11, constant
 //! inputs from 11), `Softmax`, `Dropout`, the gates `Sigmoid`, `HardSigmoid`, `HardSwish`, and
-//! `Concat` of tensors.
+//! `Erf`, and `Concat` of tensors.
 
 use super::super::OnnxError;
 use super::super::ctx::{NodeCtx, Out};
@@ -20,6 +20,7 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert("Dropout", dropout);
     reg.insert("Sigmoid", |c| unary(c, OpKind::Sigmoid));
     reg.insert("HardSwish", |c| unary(c, OpKind::HardSwish));
+    reg.insert("Erf", |c| unary(c, OpKind::Erf));
     reg.insert("HardSigmoid", hard_sigmoid);
     reg.insert("Concat", concat);
 }

@@ -1,15 +1,16 @@
 //! ONNX `BatchNormalization` -> `BatchNorm2d`, kept as a node (never folded at import: QAT may
 //! train it; folding is a later, explicit step). ONNX's momentum weights the running value
 //! (`running·m + batch·(1-m)`), PyTorch's and qatlas's the batch value, so qatlas's momentum is
-//! `1 - m`.
+//! `1 - m`. `LayerNormalization` -> `LayerNorm` (its Mean / InvStdDev outputs unread).
 
 use super::super::OnnxError;
 use super::super::ctx::{NodeCtx, Out};
 use super::super::registry::Registry;
-use crate::ops::{BatchNormAttrs, OpKind};
+use crate::ops::{BatchNormAttrs, LayerNormAttrs, OpKind};
 
 pub(super) fn register(reg: &mut Registry) {
     reg.insert("BatchNormalization", batch_norm);
+    reg.insert("LayerNormalization", layer_norm);
 }
 
 fn batch_norm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
@@ -43,4 +44,21 @@ fn batch_norm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
     };
     let y = ctx.emit(OpKind::BatchNorm2d(attrs), &[x, gamma, beta, mean, var])?;
     Ok(Some(Out::Value(y)))
+}
+
+/// Scale and bias are trainable parameters (LayerNorm's affine weights).
+fn layer_norm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let a = LayerNormAttrs {
+        axis: ctx.int("axis", -1)?,
+        eps: ctx.float("epsilon", 1e-5)?,
+    };
+    if ctx.int("stash_type", 1)? != 1 {
+        return Ok(None);
+    }
+    let x = ctx.input_value(0, false)?;
+    let mut ins = vec![x, ctx.input_value(1, true)?];
+    if ctx.has_input(2) {
+        ins.push(ctx.input_value(2, true)?);
+    }
+    Ok(Some(Out::Value(ctx.emit(OpKind::LayerNorm(a), &ins)?)))
 }

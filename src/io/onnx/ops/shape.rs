@@ -43,6 +43,16 @@ fn transpose(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
         }
         None => (0..rank).rev().collect(),
     };
+    // A constant (a weight transposed for a MatMul when the exporter did not fold it) is
+    // transposed here.
+    if let Some(c) = ctx.input_const(0)? {
+        let Some(t) = c.to_tensor().filter(|t| t.ndim() == perm.len()) else {
+            return Ok(None);
+        };
+        let t = crate::ops::layout::transpose(&TransposeAttrs { perm }, &t);
+        let v = crate::tensor::slice(&t).to_vec();
+        return Ok(Some(Out::Const(Rc::new(Const::f32(t.shape().to_vec(), v)))));
+    }
     // The batch axis stays first: qatlas runs any batch size along axis 0.
     if perm.first() != Some(&0) {
         return Ok(None);
