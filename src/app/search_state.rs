@@ -7,7 +7,6 @@ use super::workspace::{Effect, Workspace};
 use crate::analysis::search::{
     Candidate, Objective, SearchConfig, SearchEvent, SearchReport, mark_front, with_precisions,
 };
-use crate::quant::QuantPlan;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,9 +54,6 @@ pub struct SearchView {
     pub tried: Vec<Candidate>,
     pub report: Option<Arc<SearchReport>>,
     pub error: Option<String>,
-    /// The plan the search started from (a resumed search starts from it again, even after
-    /// one of its plans was used).
-    pub base: Option<QuantPlan>,
 }
 
 impl Workspace {
@@ -68,7 +64,6 @@ impl Workspace {
         };
         self.search = SearchView {
             settings: Some(s),
-            base: Some(plan.clone()),
             ..SearchView::default()
         };
         vec![Effect::Search {
@@ -84,14 +79,12 @@ impl Workspace {
         let Some(r) = &self.search.report else {
             return Some("no search has ended yet".into());
         };
-        let Some(plan) = self.plan.as_ref() else {
-            return Some("no plan is open".into());
-        };
-        let base = self.search.base.as_ref().unwrap_or(plan);
+        // The resumed search runs on the search's own base plan, so only the image counts
+        // can have changed under it.
         let cfg = s.config(self.calib_samples, self.eval_samples);
-        if !r.memory.fits(base, &cfg) {
+        if !r.memory.fits_config(&cfg) {
             return Some(
-                "the sample counts or the plan's observers changed since the search: run a new one"
+                "the calibration or evaluation image counts changed since the search: run a new one"
                     .into(),
             );
         }
@@ -103,10 +96,12 @@ impl Workspace {
         if let Some(why) = self.resume_blocker(&s) {
             return Err(format!("cannot resume the search: {why}"));
         }
-        let (Some(r), Some(plan)) = (self.search.report.clone(), self.plan.as_ref()) else {
-            return Err("cannot resume the search: no plan is open".into());
+        let Some(r) = self.search.report.clone() else {
+            return Err("cannot resume the search: no search has ended yet".into());
         };
-        let base = self.search.base.clone().unwrap_or_else(|| plan.clone());
+        let Some(base) = r.memory.base().cloned() else {
+            return Err("cannot resume the search: it kept no base plan".into());
+        };
         self.search.settings = Some(s);
         self.search.report = None;
         self.search.error = None;

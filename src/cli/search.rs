@@ -310,18 +310,13 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         r.int8.weight_bytes,
         r.float_bytes as f64 / r.int8.weight_bytes.max(1) as f64
     );
-    if let (Some(c), Some(i)) = (&r.chosen_latency, &r.int8_latency) {
+    if let (Some(c), Some(i), Some((vs8, vsf))) = (&r.chosen_latency, &r.int8_latency, r.speedups())
+    {
         println!(
             "  latency (measured, batch {}): {:.1} µs; all-int8 {:.1} µs; float {:.1} µs; \
              speed-up vs all-int8 {:.2}x, vs float {:.2}x (each against the float model timed \
              in its own run); {}",
-            c.batch,
-            c.int_us,
-            i.int_us,
-            c.float_us,
-            c.ratio / i.ratio,
-            c.ratio,
-            c.kernel_path
+            c.batch, c.int_us, i.int_us, c.float_us, vs8, vsf, c.kernel_path
         );
     }
     if let Some(out) = &a.out {

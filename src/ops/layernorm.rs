@@ -58,22 +58,29 @@ fn stats(x: &[f32], inner: usize, eps: f32) -> Vec<(f32, f32)> {
         .collect()
 }
 
+/// The contiguous values of a tensor (a copy only when it is not in standard layout).
+fn values(t: &Tensor) -> ndarray::CowArray<'_, f32, ndarray::IxDyn> {
+    t.as_standard_layout()
+}
+
 pub fn forward(a: &LayerNormAttrs, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
-    let x = crate::tensor::standard(inputs[0].clone());
-    let (_, inner) = split(a, x.shape())?;
-    let g = crate::tensor::standard(inputs[1].clone());
-    let b = inputs.get(2).map(|t| crate::tensor::standard((*t).clone()));
-    let (xs, gs) = (crate::tensor::slice(&x), crate::tensor::slice(&g));
+    let (_, inner) = split(a, inputs[0].shape())?;
+    let (x, g) = (values(inputs[0]), values(inputs[1]));
+    let b = inputs.get(2).map(|t| values(t));
+    let (xs, gs) = (
+        x.as_slice().expect("standard"),
+        g.as_slice().expect("standard"),
+    );
+    let bs = b.as_ref().map(|b| b.as_slice().expect("standard"));
     let st = stats(xs, inner, a.eps);
-    let mut y = x.clone();
+    let mut y = Tensor::zeros(inputs[0].raw_dim());
     for ((row, out), (m, inv)) in xs
         .chunks(inner)
         .zip(crate::tensor::slice_mut(&mut y).chunks_mut(inner))
         .zip(st)
     {
         for j in 0..inner {
-            let bias = b.as_ref().map_or(0.0, |b| crate::tensor::slice(b)[j]);
-            out[j] = (row[j] - m) * inv * gs[j] + bias;
+            out[j] = (row[j] - m) * inv * gs[j] + bs.map_or(0.0, |b| b[j]);
         }
     }
     Ok(y)
@@ -85,17 +92,15 @@ pub fn backward(
     dy: &Tensor,
     need: &[bool],
 ) -> Result<Vec<Option<Tensor>>, OpError> {
-    let x = crate::tensor::standard(inputs[0].clone());
-    let (_, inner) = split(a, x.shape())?;
-    let g = crate::tensor::standard(inputs[1].clone());
-    let dy = crate::tensor::standard(dy.clone());
+    let (_, inner) = split(a, inputs[0].shape())?;
+    let (x, g, dy) = (values(inputs[0]), values(inputs[1]), values(dy));
     let (xs, gs, ds) = (
-        crate::tensor::slice(&x),
-        crate::tensor::slice(&g),
-        crate::tensor::slice(&dy),
+        x.as_slice().expect("standard"),
+        g.as_slice().expect("standard"),
+        dy.as_slice().expect("standard"),
     );
     let st = stats(xs, inner, a.eps);
-    let mut dx = Tensor::zeros(x.raw_dim());
+    let mut dx = Tensor::zeros(inputs[0].raw_dim());
     let (mut dg, mut db) = (vec![0f64; inner], vec![0f64; inner]);
     let n = inner as f32;
     for (((row, d), out), (m, inv)) in xs

@@ -94,6 +94,8 @@ struct Builder<'g> {
     steps: Vec<Step>,
     layers: Vec<LayerSpec>,
     tensors: BTreeMap<String, TensorData>,
+    /// Every value's shape at batch 2, inferred once.
+    shapes: Vec<Vec<usize>>,
 }
 
 fn unsupported(g: &Graph, node: usize, problem: impl Into<String>) -> RuntimeError {
@@ -116,8 +118,12 @@ pub fn convert(
             readers[v].push(ni);
         }
     }
+    let shapes = g
+        .infer_shapes(2)
+        .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     let mut b = Builder {
         g,
+        shapes,
         readers,
         vals: vec![None; g.values.len()],
         done: vec![false; g.nodes.len()],
@@ -191,13 +197,10 @@ pub fn convert(
         b.steps.push(Step::ToChw { src: out.slot, dst });
         out.slot = dst;
     }
-    let shapes = g
-        .infer_shapes(1)
-        .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     let spec = ModelSpec {
         name: g.name.clone(),
         input_shape,
-        output_shape: shapes[ov].iter().skip(1).copied().collect(),
+        output_shape: b.shapes[ov].iter().skip(1).copied().collect(),
         slots: b.slots,
         steps: b.steps,
         output: out.slot,
@@ -532,8 +535,7 @@ impl Builder<'_> {
             }
             OpKind::Flatten(_) | OpKind::Reshape(_) => {
                 let x = self.act(ni, 0)?;
-                let shapes = g.infer_shapes(2).map_err(|e| self.err(ni, e.to_string()))?;
-                let (si, so) = (&shapes[node.inputs[0]], &shapes[out_v]);
+                let (si, so) = (&self.shapes[node.inputs[0]], &self.shapes[out_v]);
                 let logical = if so == si {
                     x.logical
                 } else if so.len() == 2 && so[0] == 2 {

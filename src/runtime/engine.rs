@@ -473,8 +473,16 @@ impl Engine {
                 } else {
                     // y is 1 x 1 x c per image: the same gate for every pixel.
                     let (c, per) = (da.c, da.elems());
-                    for (i, o) in df[..len].iter_mut().enumerate() {
-                        *o = x[i] * y[(i / per) * c + i % c];
+                    for ((out, img), gate) in df[..len]
+                        .chunks_mut(per)
+                        .zip(x.chunks(per))
+                        .zip(y.chunks(c))
+                    {
+                        for (o, px) in out.chunks_mut(c).zip(img.chunks(c)) {
+                            for ((o, &v), &s) in o.iter_mut().zip(px).zip(gate) {
+                                *o = v * s;
+                            }
+                        }
                     }
                 }
             }

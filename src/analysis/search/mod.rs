@@ -162,17 +162,27 @@ pub struct SearchMemory {
 }
 
 impl SearchMemory {
-    /// Whether a search of `base` with `cfg` can reuse this memory (same base plan, sample
-    /// counts and candidate precisions; budget, drop, objective and pins may differ).
+    /// Whether a search of `base` with `cfg` can reuse this memory: the same base plan (ranges
+    /// and precisions aside) and what [`SearchMemory::fits_config`] checks.
     pub fn fits(&self, base: &QuantPlan, cfg: &SearchConfig) -> bool {
+        self.base.as_ref().is_some_and(|b| same_settings(b, base)) && self.fits_config(cfg)
+    }
+
+    /// Whether `cfg` keeps what the memory's figures depend on: the sample counts and the
+    /// candidate precisions (budget, drop, objective and pins may differ).
+    pub fn fits_config(&self, cfg: &SearchConfig) -> bool {
         !self.tried.is_empty()
-            && self.base.as_ref() == Some(&settings_key(base))
             && self.calib_samples == cfg.calib_samples
             && self.eval_samples == cfg.eval_samples
             && cfg
                 .candidates
                 .iter()
                 .all(|p| self.table.rows.keys().any(|(_, q)| q == p))
+    }
+
+    /// The base plan the search ran on (a resumed search runs on it again).
+    pub fn base(&self) -> Option<&QuantPlan> {
+        self.base.as_ref()
     }
 
     /// Plans it holds.
@@ -196,16 +206,30 @@ impl SearchReport {
     }
 }
 
-/// What of a base plan the candidates keep (observers, granularity, exclusions): the plan
-/// without ranges, every layer's precisions at int8.
-fn settings_key(base: &QuantPlan) -> QuantPlan {
-    let mut p = base.clone();
-    p.ranges.clear();
-    for l in &mut p.layers {
-        l.precision = Precision::Int8;
-        l.activations = Precision::Int8;
-    }
-    p
+/// Whether two plans agree in what the candidates keep (observers, schemes, granularity,
+/// exclusions), their ranges and precisions aside.
+fn same_settings(a: &QuantPlan, b: &QuantPlan) -> bool {
+    a.layers.len() == b.layers.len()
+        && a.layers.iter().zip(&b.layers).all(|(x, y)| {
+            let crate::quant::plan::LayerPlan {
+                layer,
+                precision: _,
+                activations: _,
+                weight_granularity,
+                weight_scheme,
+                activation_scheme,
+                weight_observer,
+                activation_observer,
+                excluded,
+            } = x;
+            *layer == y.layer
+                && *weight_granularity == y.weight_granularity
+                && *weight_scheme == y.weight_scheme
+                && *activation_scheme == y.activation_scheme
+                && *weight_observer == y.weight_observer
+                && *activation_observer == y.activation_observer
+                && *excluded == y.excluded
+        })
 }
 
 /// Per-layer latency rows (µs per image) of each precision, from uniform plans.
@@ -563,7 +587,7 @@ pub fn search(
         tried: tried.clone(),
         table,
         float_accuracy,
-        base: Some(settings_key(d.base)),
+        base: Some(d.base.clone()),
         calib_samples: cfg.calib_samples,
         eval_samples: cfg.eval_samples,
     };

@@ -292,7 +292,9 @@ impl SearchPanel {
                     cx.send(Command::QatOnPlan);
                 }
             });
-            if let (Some(c), Some(i)) = (&r.chosen_latency, &r.int8_latency) {
+            if let (Some(c), Some(i), Some((vs8, vsf))) =
+                (&r.chosen_latency, &r.int8_latency, r.speedups())
+            {
                 ui.label(format!(
                     "Measured latency per image (batch {}): {:.1} µs; all-int8 {:.1} µs; float {:.1} µs; \
                      {:.2}x all-int8's speed, {:.2}x float's ({})",
@@ -300,8 +302,8 @@ impl SearchPanel {
                     c.int_us,
                     i.int_us,
                     c.float_us,
-                    c.ratio / i.ratio,
-                    c.ratio,
+                    vs8,
+                    vsf,
                     c.kernel_path
                 ))
                 .on_hover_text(

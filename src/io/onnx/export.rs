@@ -84,6 +84,23 @@ fn tensor_type(dims: &[Option<usize>]) -> TypeProto {
     }
 }
 
+/// `op_type` if the opset has it, else an error naming the node.
+fn needs_opset(
+    n: &crate::graph::Node,
+    op_type: &'static str,
+    since: i64,
+    opset: i64,
+) -> Result<&'static str, OnnxError> {
+    if opset >= since {
+        return Ok(op_type);
+    }
+    Err(OnnxError::Export {
+        node: n.name.clone(),
+        op: op_type.into(),
+        problem: format!("{op_type} needs opset {since} or later (asked: {opset})"),
+    })
+}
+
 /// Encodes `g` as an ONNX model of the given opset.
 pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
     if !EXPORT_OPSETS.contains(&opset) {
@@ -268,14 +285,7 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
                 attribute.extend([attr_float("alpha", a.alpha), attr_float("beta", a.beta)]);
                 "HardSigmoid"
             }
-            OpKind::HardSwish if opset >= 14 => "HardSwish",
-            OpKind::HardSwish => {
-                return Err(OnnxError::Export {
-                    node: n.name.clone(),
-                    op: "HardSwish".into(),
-                    problem: format!("HardSwish needs opset 14 or later (asked: {opset})"),
-                });
-            }
+            OpKind::HardSwish => needs_opset(n, "HardSwish", 14, opset)?,
             OpKind::Concat(a) => {
                 attribute.push(attr_int("axis", a.axis));
                 "Concat"
@@ -283,7 +293,7 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
             OpKind::Erf => "Erf",
             OpKind::LayerNorm(a) => {
                 attribute.extend([attr_int("axis", a.axis), attr_float("epsilon", a.eps)]);
-                "LayerNormalization"
+                needs_opset(n, "LayerNormalization", 17, opset)?
             }
             OpKind::Transpose(a) => {
                 attribute.push(attr_ints("perm", &a.perm));

@@ -68,8 +68,7 @@ impl Builder<'_> {
     pub(super) fn concat(&mut self, ni: usize, axis: i64) -> Result<(), RuntimeError> {
         let g = self.g;
         let node = &g.nodes[ni];
-        let shapes = g.infer_shapes(2).map_err(|e| self.err(ni, e.to_string()))?;
-        let rank = shapes[node.inputs[0]].len() as i64;
+        let rank = self.shapes[node.inputs[0]].len() as i64;
         let axis = if axis < 0 { axis + rank } else { axis };
         if axis != 1 || (rank != 4 && rank != 2) {
             return Err(self.err(ni, "concatenates along an axis other than the channels"));
