@@ -35,6 +35,7 @@ fn project(dir: &Path) -> (Project, QuantPlan) {
         data: DataRef {
             dir: default_data_dir(),
             normalization: None,
+            transform: Default::default(),
         },
         plan: Some(plan.clone()),
         calibration: Calibration {

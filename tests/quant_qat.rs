@@ -236,6 +236,7 @@ fn non_finite_training_stops_and_hands_back_the_last_good_weights() {
     let mut px: Vec<f32> = match &train.pixels {
         Pixels::U8(v) => v.iter().map(|&b| b as f32 / 255.0).collect(),
         Pixels::F32(v) => v.clone(),
+        other => panic!("MNIST is held in memory, not {other:?}"),
     };
     for img in px.chunks_mut(784).skip(256) {
         img[300] = f32::NAN;

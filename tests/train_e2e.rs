@@ -160,6 +160,7 @@ fn non_finite_input_stops_with_a_clear_error_and_keeps_last_good_weights() {
     let mut px: Vec<f32> = match &ds.pixels {
         qatlas::data::Pixels::U8(v) => v.iter().map(|&b| b as f32 / 255.0).collect(),
         qatlas::data::Pixels::F32(v) => v.clone(),
+        other => panic!("MNIST is held in memory, not {other:?}"),
     };
     for img in px.chunks_mut(784) {
         img[100] = f32::NAN;

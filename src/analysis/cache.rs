@@ -44,6 +44,17 @@ pub fn data_key(ds: &Dataset, n: usize, norm: &Normalization) -> u64 {
     match &ds.pixels {
         Pixels::U8(p) => p[..n * chw].hash(&mut h),
         Pixels::F32(p) => p[..n * chw].iter().for_each(|v| v.to_bits().hash(&mut h)),
+        // Streamed images: the files (with their sizes and modification times) and transform.
+        Pixels::Files(f) => {
+            for path in &f.paths()[..n] {
+                path.hash(&mut h);
+                if let Ok(m) = std::fs::metadata(path) {
+                    m.len().hash(&mut h);
+                    m.modified().ok().hash(&mut h);
+                }
+            }
+            f.transform().hash(&mut h);
+        }
     }
     ds.labels[..n].hash(&mut h);
     for v in norm.mean.iter().chain(&norm.std) {

@@ -17,6 +17,7 @@ use crate::quant::prepare::Prepared;
 use crate::quant::scheme::{PointGrid, QSpec, fake_quantize, is_clipped};
 use crate::quant::{PointRange, Precision, QuantError};
 use crate::tensor::{Tensor, slice};
+use ndarray::{Axis, Slice};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,7 +134,22 @@ pub fn compare(
     let mut clips = vec![Clipped::default(); prepared.points.len()];
     let mut out_sqnr = Sqnr::default();
     let (mut fc, mut qc, mut seen) = (0usize, 0usize, 0usize);
-    for (x, y) in Loader::new(ds, norm, batch.max(1), None, false) {
+    // Every layer's fake-quant output of a run is held until the float run reaches it: runs
+    // take at most about 1M input values (6 images at 224x224) so that memory stays bounded.
+    let chw = ds.image_shape().iter().product::<usize>().max(1);
+    let run_images = ((1 << 20) / chw).clamp(1, batch.max(1));
+    let runs = Loader::new(ds, norm, batch.max(1), None, false).flat_map(|(x, y)| {
+        let n = y.len();
+        (0..n).step_by(run_images).map(move |a| {
+            let b = (a + run_images).min(n);
+            if (a, b) == (0, n) {
+                return (x.clone(), y.clone());
+            }
+            let part = x.slice_axis(Axis(0), Slice::from(a..b)).to_owned();
+            (part, y[a..b].to_vec())
+        })
+    });
+    for (x, y) in runs {
         if stop.load(Ordering::Relaxed) {
             return Err(QuantError::Cancelled);
         }
@@ -170,6 +186,7 @@ pub fn compare(
         qc += correct(&ql)?;
         seen += y.len();
     }
+    ds.check()?;
     let layers = points
         .layers
         .iter()

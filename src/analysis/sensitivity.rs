@@ -192,9 +192,11 @@ pub fn sensitivity(
         }
         cal.observe(&folded, &x)?;
     }
+    calib.check()?;
     let eval = d.eval.first(cfg.samples.max(1));
     let batches: Vec<(Tensor, Vec<u32>)> =
         Loader::new(&eval, d.norm, cfg.batch.max(1), None, false).collect();
+    eval.check()?;
     let images: usize = batches.iter().map(|b| b.1.len()).sum();
     // Float logits once; the float outputs of every swept layer on the first batch.
     let out_value = |li: usize| -> ValueId {

@@ -22,7 +22,7 @@
 use super::cache::{combine, data_key};
 use super::compare::{Comparison, compare};
 use super::size::{PlanSize, plan_size};
-use crate::data::{Dataset, Loader, Normalization, Pixels};
+use crate::data::{Dataset, Loader, Normalization};
 use crate::graph::Graph;
 use crate::quant::error::invalid;
 use crate::quant::points::{Point, PointKind, QuantPoints};
@@ -77,26 +77,6 @@ pub struct PlanEval {
     pub size: PlanSize,
     /// Wall time of freezing, preparing and comparing.
     pub seconds: f64,
-}
-
-/// The first `n` samples of `ds` (copying only those).
-fn head(ds: &Dataset, n: usize) -> Dataset {
-    let n = n.min(ds.len());
-    let len = n * ds.c * ds.h * ds.w;
-    Dataset {
-        source: ds.source.clone(),
-        pixels: match &ds.pixels {
-            Pixels::U8(p) => Pixels::U8(p.iter().take(len).copied().collect()),
-            Pixels::F32(p) => Pixels::F32(p.iter().take(len).copied().collect()),
-        },
-        labels: ds.labels.iter().take(n).copied().collect(),
-        n,
-        c: ds.c,
-        h: ds.h,
-        w: ds.w,
-        num_classes: ds.num_classes,
-        class_names: ds.class_names.clone(),
-    }
 }
 
 /// Checks an image count and the normalization before a data pass.
@@ -169,7 +149,7 @@ impl PlanSession {
         };
         let count = todo.observer_count();
         if count > 0 {
-            let ds = head(calib, n);
+            let ds = calib.first(n);
             let total = ds.len();
             for (x, _) in Loader::new(&ds, norm, batch, None, false) {
                 if stop.load(Ordering::Relaxed) {
@@ -178,6 +158,7 @@ impl PlanSession {
                 todo.observe(&self.folded, &x)?;
                 on_images(todo.images(), total);
             }
+            ds.check()?;
         }
         if fresh {
             self.calibrator = todo;
@@ -271,7 +252,7 @@ impl PlanSession {
         check_data(eval, norm, n, "evaluation")?;
         let start = Instant::now();
         let res = self.ptq(plan)?;
-        let ds = head(eval, n);
+        let ds = eval.first(n);
         let comparison = compare(
             &self.folded,
             &res.points,

@@ -10,7 +10,7 @@ use super::state::{
 };
 use super::studio::StudioApp;
 use super::task::{Task, block_on};
-use crate::data::{Dataset, Normalization, Split, load_split};
+use crate::data::{Dataset, ImageTransform, Normalization, Split, load_split_with};
 use crate::io::{Model, ModelMeta, load_any, save_model};
 use crate::jobs::Job;
 use std::future::Future;
@@ -45,6 +45,10 @@ impl StudioApp {
             Command::OpenModel(path) => self.open_model(path),
             Command::PickDataDir => self.dialog(Pick::DataDir, frame),
             Command::OpenData(dir) => self.open_data(dir),
+            Command::SetImageTransform(t) => {
+                self.state.settings.image_transform = t;
+                self.open_data(self.live.data.dir.clone());
+            }
             Command::Evaluate => self.evaluate(),
             Command::EvaluateBundle => self.evaluate_bundle(),
             Command::Train(req) => {
@@ -203,8 +207,10 @@ impl StudioApp {
     pub(super) fn open_data(&mut self, dir: PathBuf) {
         self.live.data_ticket += 1;
         let ticket = self.live.data_ticket;
+        let transform = self.state.settings.image_transform;
         self.live.data = DataState {
             dir: dir.clone(),
+            transform,
             train: Loadable::Loading,
             test: Loadable::Loading,
         };
@@ -218,7 +224,7 @@ impl StudioApp {
             self.spawn(format!("Loading the {what} set"), move || Outcome::Data {
                 ticket,
                 split,
-                result: load_data(&dir, split),
+                result: load_data(&dir, split, &transform),
             });
         }
     }
@@ -494,7 +500,11 @@ fn starts_work(cmd: &Command) -> bool {
 }
 
 /// Loads one split of `dir` (runs on a worker thread).
-fn load_data(dir: &Path, split: SplitKind) -> Result<Arc<Dataset>, String> {
+fn load_data(
+    dir: &Path,
+    split: SplitKind,
+    transform: &ImageTransform,
+) -> Result<Arc<Dataset>, String> {
     if !dir.is_dir() {
         return Err(format!("no dataset folder at {}", dir.display()));
     }
@@ -502,7 +512,7 @@ fn load_data(dir: &Path, split: SplitKind) -> Result<Arc<Dataset>, String> {
         SplitKind::Train => Split::Train,
         SplitKind::Test => Split::Test,
     };
-    load_split(dir, split)
+    load_split_with(dir, split, transform)
         .map(Arc::new)
         .map_err(|e| e.to_string())
 }

@@ -140,6 +140,7 @@ impl StudioApp {
             data: DataRef {
                 dir: self.live.data.dir.clone(),
                 normalization: Some(view.model.meta.normalization.clone()),
+                transform: self.live.data.transform,
             },
             plan,
             pins: ws.pins.clone(),
@@ -259,7 +260,11 @@ impl StudioApp {
             ProjectTaskResult::Opened { path, result } => match result {
                 Ok((p, changed)) => {
                     self.prefs.remember_project(&path);
-                    if p.data.dir != self.live.data.dir || self.live.data.test.ready().is_none() {
+                    if p.data.dir != self.live.data.dir
+                        || p.data.transform != self.live.data.transform
+                        || self.live.data.test.ready().is_none()
+                    {
+                        self.state.settings.image_transform = p.data.transform;
                         self.open_data(p.data.dir.clone());
                     }
                     self.live.project = super::project_control::ProjectState {

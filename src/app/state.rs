@@ -12,7 +12,7 @@ use super::qat_run::{QatCommand, QatRun, QatTaskResult};
 use super::task::Task;
 use super::workspace::{PlanBusy, PlanCommand, Workspace};
 use crate::data::Dataset;
-use crate::data::Normalization;
+use crate::data::{ImageTransform, Normalization};
 use crate::io::Model;
 use crate::jobs::Job;
 use crate::train::{EvalResult, TrainConfig};
@@ -29,6 +29,9 @@ pub struct Settings {
     pub model_path: Option<PathBuf>,
     /// The dataset folder used for evaluation and training.
     pub data_dir: PathBuf,
+    /// Resize and crop for image folders.
+    #[serde(default)]
+    pub image_transform: ImageTransform,
 }
 
 /// A typed request from a panel; the studio applies all of a frame's commands after drawing.
@@ -40,6 +43,8 @@ pub enum Command {
     /// Ask the user for a dataset folder.
     PickDataDir,
     OpenData(PathBuf),
+    /// Reload the data folder with this resize and crop (image folders).
+    SetImageTransform(ImageTransform),
     /// Evaluate the current model on the test split.
     Evaluate,
     /// Evaluate the open integer bundle on the test split (integer runtime).
@@ -156,6 +161,8 @@ impl<T> Loadable<T> {
 #[derive(Clone, Debug)]
 pub struct DataState {
     pub dir: PathBuf,
+    /// The resize and crop the splits were loaded with.
+    pub transform: ImageTransform,
     pub train: Loadable<Arc<Dataset>>,
     pub test: Loadable<Arc<Dataset>>,
 }
@@ -362,6 +369,7 @@ impl Live {
             next_id: 1,
             data: DataState {
                 dir: data_dir,
+                transform: ImageTransform::none(),
                 train: Loadable::Loading,
                 test: Loadable::Loading,
             },

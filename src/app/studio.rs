@@ -134,6 +134,7 @@ impl StudioApp {
             settings: Settings {
                 model_path: Some(model_path.clone()),
                 data_dir: data_dir.clone(),
+                image_transform: Default::default(),
             },
             top_bar: TopBar::default(),
             model_panel: ModelPanel::default(),

@@ -1,7 +1,8 @@
 //! Pieces shared by subcommands: data arguments (directory, split, limit, normalisation), the
 //! built-in asset locations, JSON output and progress bars.
 
-use crate::data::{Dataset, Normalization, Split, load_split};
+use crate::data::transform::{self, ImageTransform, Preset};
+use crate::data::{Dataset, Normalization, Split, load_split_with};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,29 @@ pub struct DataArgs {
     /// Per-channel standard deviation (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
+    /// Image folders: a preprocessing recipe (`imagenet`: resize 256, centre crop 224,
+    /// ImageNet mean/std). --resize, --crop, --mean and --std override its parts.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Image folders: resize so the shorter side has this many pixels (bilinear, antialiased).
+    #[arg(long)]
+    pub resize: Option<u32>,
+    /// Image folders: centre crop after resizing, `N` or `HxW`.
+    #[arg(long, value_parser = parse_crop)]
+    pub crop: Option<(u32, u32)>,
+}
+
+/// `224` or `224x192` (height x width).
+fn parse_crop(s: &str) -> Result<(u32, u32), String> {
+    let side = |t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?} is not N or HxW (e.g. 224 or 224x192)"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((side(h)?, side(w)?)),
+        None => side(s).map(|n| (n, n)),
+    }
 }
 
 impl DataArgs {
@@ -62,20 +86,42 @@ impl DataArgs {
         self.data.clone().unwrap_or_else(default_data_dir)
     }
 
+    fn preset(&self) -> anyhow::Result<Option<Preset>> {
+        Ok(match &self.preset {
+            Some(name) => Some(transform::preset(name)?),
+            None => None,
+        })
+    }
+
+    /// The resize and crop for image folders: the flags over the preset's.
+    pub fn transform(&self) -> anyhow::Result<ImageTransform> {
+        let base = self.preset()?.map(|p| p.transform).unwrap_or_default();
+        let t = ImageTransform {
+            resize: self.resize.or(base.resize),
+            crop: self.crop.or(base.crop),
+        };
+        t.validate()?;
+        Ok(t)
+    }
+
     /// Loads a split, keeping the first `limit` samples.
     pub fn load(&self, split: Split, limit: Option<usize>) -> anyhow::Result<Dataset> {
         let dir = self.dir();
-        let ds = load_split(&dir, split).with_context(|| format!("loading {:?} split", split))?;
+        let ds = load_split_with(&dir, split, &self.transform()?)
+            .with_context(|| format!("loading {:?} split", split))?;
         Ok(match limit {
             Some(n) => ds.limit(n),
             None => ds,
         })
     }
 
-    /// The normalisation: flags if given, else `fallback` (the model's own, or MNIST's).
+    /// The normalisation: flags if given, else the preset's, else `fallback` (the model's own,
+    /// or MNIST's).
     pub fn normalization(&self, fallback: &Normalization) -> anyhow::Result<Normalization> {
         match (&self.mean, &self.std) {
-            (None, None) => Ok(fallback.clone()),
+            (None, None) => Ok(self
+                .preset()?
+                .map_or_else(|| fallback.clone(), |p| p.normalization)),
             (Some(m), Some(s)) => Ok(Normalization {
                 mean: m.clone(),
                 std: s.clone(),
@@ -83,6 +129,15 @@ impl DataArgs {
             _ => anyhow::bail!("--mean and --std go together"),
         }
     }
+}
+
+/// The batch size: `arg` if given, else up to 250 images and about 4M input values (a
+/// 224x224 RGB batch holds 27 images), so activation memory stays bounded at any image size.
+pub fn batch_for(arg: Option<usize>, ds: &Dataset) -> usize {
+    arg.unwrap_or_else(|| {
+        let chw = ds.image_shape().iter().product::<usize>().max(1);
+        ((4 << 20) / chw).clamp(1, 250)
+    })
 }
 
 /// Prints one JSON object on stdout.

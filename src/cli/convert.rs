@@ -7,7 +7,7 @@
 //! `qatlas ptq --out m.safetensors` or `qatlas qat`), or an integer bundle (then `--eval` only
 //! evaluates it).
 
-use super::common::{DataArgs, default_model, print_json};
+use super::common::{DataArgs, batch_for, default_model, print_json};
 use crate::data::{Loader, Normalization, Split};
 use crate::graph::Graph;
 use crate::io::load_any;
@@ -53,8 +53,9 @@ pub struct ConvertArgs {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
+    /// Images per batch (default: up to 250, fewer for large images: about 4M input values).
+    #[arg(long)]
+    pub batch: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }
@@ -111,12 +112,13 @@ fn agreement(
         }
         a.images += y.len();
     }
+    ds.check()?;
     Ok(a)
 }
 
 /// Runs `qatlas convert`.
 pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(a.batch != Some(0), "--batch must be at least 1");
     anyhow::ensure!(
         a.out.is_some() || a.eval,
         "nothing to do: give --out (write the bundle) and/or --eval"
@@ -132,7 +134,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         let norm = a.data.normalization(&m.spec().normalization)?;
         let ds = a.data.load(Split::Test, a.limit)?;
         norm.validate(ds.c)?;
-        let r = evaluate(&m, &ds, &norm, a.batch)?;
+        let r = evaluate(&m, &ds, &norm, batch_for(a.batch, &ds))?;
         if a.json {
             return print_json(&json!({
                 "model": path.display().to_string(),
@@ -190,7 +192,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     let agree = if a.eval {
         let ds = a.data.load(Split::Test, a.limit)?;
         norm.validate(ds.c)?;
-        Some(agreement(&sim, &m, &ds, &norm, a.batch)?)
+        Some(agreement(&sim, &m, &ds, &norm, batch_for(a.batch, &ds))?)
     } else {
         None
     };

@@ -2,7 +2,7 @@
 //! (native or ONNX) on the float engine, or an integer bundle (`qatlas convert`) on the integer
 //! runtime.
 
-use super::common::{DataArgs, SplitArg, default_model, print_json};
+use super::common::{DataArgs, SplitArg, batch_for, default_model, print_json};
 use crate::io::load_any;
 use crate::train::evaluate;
 use clap::Args;
@@ -23,15 +23,16 @@ pub struct EvalArgs {
     /// Evaluate the first N images only.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
+    /// Images per batch (default: up to 250, fewer for large images: about 4M input values).
+    #[arg(long)]
+    pub batch: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs `qatlas eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(a.batch != Some(0), "--batch must be at least 1");
     let path = a.model.clone().unwrap_or_else(default_model);
     let (r, runtime) = if crate::runtime::is_bundle(&path) {
         let m = crate::runtime::IntModel::load(&path)?;
@@ -39,7 +40,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let ds = a.data.load(a.split.into(), a.limit)?;
         norm.validate(ds.c)?;
         (
-            crate::runtime::evaluate(&m, &ds, &norm, a.batch)?,
+            crate::runtime::evaluate(&m, &ds, &norm, batch_for(a.batch, &ds))?,
             "integer",
         )
     } else {
@@ -47,7 +48,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let norm = a.data.normalization(&model.meta.normalization)?;
         let ds = a.data.load(a.split.into(), a.limit)?;
         norm.validate(ds.c)?;
-        (evaluate(&model.graph, &ds, &norm, a.batch)?, "float engine")
+        (
+            evaluate(&model.graph, &ds, &norm, batch_for(a.batch, &ds))?,
+            "float engine",
+        )
     };
     if a.json {
         print_json(&json!({

@@ -3,7 +3,7 @@
 //! fractions) and writes the plan with its ranges (`.ron`) or the fake-quant model
 //! (`.safetensors`, runnable by `qatlas eval`).
 
-use super::common::{DataArgs, default_model, print_json, progress};
+use super::common::{DataArgs, batch_for, default_model, print_json, progress};
 use crate::analysis::compare;
 use crate::data::Split;
 use crate::io::atomic::write_atomic;
@@ -100,8 +100,9 @@ pub struct PtqArgs {
     /// Evaluate on the first N test images (default: all).
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 250)]
-    pub batch: usize,
+    /// Images per batch (default: up to 250, fewer for large images: about 4M input values).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Output: a plan with ranges (.ron) or the fake-quant model (.safetensors).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -127,7 +128,7 @@ fn out_kind(p: &Path) -> anyhow::Result<bool> {
 
 /// Runs `qatlas ptq`.
 pub fn run(a: PtqArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(a.batch != Some(0), "--batch must be at least 1");
     anyhow::ensure!(a.calib_samples > 0, "--calib-samples must be at least 1");
     let model_out = a.out.as_deref().map(out_kind).transpose()?;
     let path = a.model.clone().unwrap_or_else(default_model);
@@ -140,10 +141,12 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let pb = progress(calib.len() as u64, "calibrating");
-    let batches = crate::data::Loader::new(&calib, &norm, a.batch, None, false).map(|(x, _)| x);
+    let batch = batch_for(a.batch, &calib);
+    let batches = crate::data::Loader::new(&calib, &norm, batch, None, false).map(|(x, _)| x);
     let res = ptq(&model.graph, &plan, batches, &stop, &mut |n| {
         pb.set_position(n as u64)
     })?;
+    calib.check()?;
     pb.finish_and_clear();
     let calib_s = t0.elapsed().as_secs_f64();
     let cmp = compare(
@@ -152,7 +155,7 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
         &res.prepared,
         &test,
         &norm,
-        a.batch,
+        batch,
         &stop,
     )?;
     if let (Some(out), Some(as_model)) = (&a.out, model_out) {

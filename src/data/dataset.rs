@@ -5,8 +5,10 @@
 //! and `data::error`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::error::DataError;
+use super::image_files::ImageFiles;
 use crate::tensor::{self, Tensor};
 
 /// Largest label accepted: a sanity limit that catches garbage label files early.
@@ -19,14 +21,17 @@ pub enum Pixels {
     U8(Vec<u8>),
     /// Floats, used as they are before normalization.
     F32(Vec<f32>),
+    /// Image files decoded to bytes when a batch needs them (scaled like `U8`).
+    Files(Arc<ImageFiles>),
 }
 
 impl Pixels {
-    /// Number of stored values (N * C * H * W).
+    /// Number of values (N * C * H * W; for files, the values they decode to).
     pub fn len(&self) -> usize {
         match self {
             Pixels::U8(v) => v.len(),
             Pixels::F32(v) => v.len(),
+            Pixels::Files(f) => f.len() * f.image_len(),
         }
     }
 
@@ -39,6 +44,16 @@ impl Pixels {
         match self {
             Pixels::U8(v) => v.truncate(len),
             Pixels::F32(v) => v.truncate(len),
+            Pixels::Files(f) => *f = Arc::new(f.first(len / f.image_len().max(1))),
+        }
+    }
+
+    /// The first `len` values (`len` a whole number of images), copying only those.
+    fn head(&self, len: usize) -> Pixels {
+        match self {
+            Pixels::U8(v) => Pixels::U8(v[..len].to_vec()),
+            Pixels::F32(v) => Pixels::F32(v[..len].to_vec()),
+            Pixels::Files(f) => Pixels::Files(Arc::new(f.first(len / f.image_len().max(1)))),
         }
     }
 }
@@ -170,10 +185,7 @@ impl Dataset {
         let len = n * self.c * self.h * self.w;
         Dataset {
             source: self.source.clone(),
-            pixels: match &self.pixels {
-                Pixels::U8(v) => Pixels::U8(v[..len].to_vec()),
-                Pixels::F32(v) => Pixels::F32(v[..len].to_vec()),
-            },
+            pixels: self.pixels.head(len),
             labels: self.labels[..n].to_vec(),
             n,
             c: self.c,
@@ -197,11 +209,26 @@ impl Dataset {
         let chw = self.c * self.h * self.w;
         let hw = self.h * self.w;
         let pre = match self.pixels {
-            Pixels::U8(_) => 1.0 / 255.0,
+            Pixels::U8(_) | Pixels::Files(_) => 1.0 / 255.0,
             Pixels::F32(_) => 1.0,
         };
         let (scale, offset) = norm.affine(self.c, pre);
         let mut out = vec![0f32; indices.len() * chw];
+        if let Pixels::Files(files) = &self.pixels {
+            if let Some(&i) = indices.iter().find(|&&i| i >= self.n) {
+                panic!("sample index {i} out of range for {} samples", self.n);
+            }
+            files.decode_into(indices, &mut out, |dst, bytes| {
+                for ch in 0..self.c {
+                    let (s, o) = (scale[ch], offset[ch]);
+                    let span = ch * hw..(ch + 1) * hw;
+                    for (y, &x) in dst[span.clone()].iter_mut().zip(&bytes[span]) {
+                        *y = f32::from(x) * s + o;
+                    }
+                }
+            });
+            return tensor::from_vec(&[indices.len(), self.c, self.h, self.w], out);
+        }
         for (dst, &i) in out.chunks_exact_mut(chw.max(1)).zip(indices) {
             assert!(
                 i < self.n,
@@ -223,10 +250,30 @@ impl Dataset {
                             *y = x * s + o;
                         }
                     }
+                    Pixels::Files(_) => unreachable!("handled above"),
                 }
             }
         }
         tensor::from_vec(&[indices.len(), self.c, self.h, self.w], out)
+    }
+
+    /// True when the images are decoded from files per batch rather than held in memory.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.pixels, Pixels::Files(_))
+    }
+
+    /// The first image file that failed to decode since the last call (streamed datasets):
+    /// call after a pass over the data; a failure ends a [`crate::data::Loader`] early.
+    pub fn check(&self) -> Result<(), DataError> {
+        match &self.pixels {
+            Pixels::Files(f) => f.take_fault().map_or(Ok(()), Err),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when a decode failed and [`Dataset::check`] has not reported it yet.
+    pub(crate) fn has_fault(&self) -> bool {
+        matches!(&self.pixels, Pixels::Files(f) if f.has_fault())
     }
 
     /// The labels at `indices`.

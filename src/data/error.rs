@@ -186,7 +186,8 @@ pub enum DataError {
 
     /// An image's size differs from the first image of the dataset.
     #[error(
-        "image is {found:?} (width x height) but the dataset's first image is {expected:?}: {path}"
+        "image is {found:?} (width x height) but the dataset's first image is {expected:?} \
+         (give a resize and crop, e.g. the imagenet preset, for images of mixed sizes): {path}"
     )]
     ImageSize {
         /// Width and height of the first image.
@@ -242,6 +243,13 @@ pub enum DataError {
         found: u64,
         /// The dataset's source.
         path: PathBuf,
+    },
+
+    /// An image transform (resize, crop, preset) is not usable (no file involved).
+    #[error("invalid image transform: {problem}")]
+    Transform {
+        /// What is wrong, for a person.
+        problem: String,
     },
 
     /// A normalization does not fit the data (no file involved).

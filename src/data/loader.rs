@@ -1,7 +1,8 @@
 //! One epoch of mini-batches over a dataset: an iterator of `(images, labels)` where images is a
 //! normalized `[b, c, h, w]` tensor. With a seed, the sample order is a Fisher-Yates shuffle
 //! driven by `ChaCha8Rng`, so the same seed gives the same order on every machine; use a new
-//! loader (e.g. seed + epoch) for each epoch. Depends only on `data::dataset` and `crate::tensor`.
+//! loader (e.g. seed + epoch) for each epoch. For a streamed dataset each batch decodes its
+//! image files; a file that fails ends the epoch early and [`Dataset::check`] names it. Depends only on `data::dataset` and `crate::tensor`.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -90,10 +91,13 @@ impl Iterator for Loader<'_> {
         let end = (self.pos + self.batch_size).min(self.order.len());
         let indices = &self.order[self.pos..end];
         self.pos = end;
-        Some((
-            self.ds.batch(indices, self.norm),
-            self.ds.labels_of(indices),
-        ))
+        let x = self.ds.batch(indices, self.norm);
+        if self.ds.has_fault() {
+            // An image file failed to decode: stop here; `Dataset::check` reports it.
+            self.pos = self.order.len();
+            return None;
+        }
+        Some((x, self.ds.labels_of(indices)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

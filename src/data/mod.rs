@@ -20,18 +20,22 @@
 mod dataset;
 mod error;
 pub mod idx;
+mod image_files;
 pub mod image_folder;
 mod loader;
 pub mod npy;
 mod npy_header;
 mod stream;
+pub mod transform;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use dataset::{Dataset, MAX_LABEL, Normalization, Pixels};
 pub use error::DataError;
+pub use image_files::ImageFiles;
 pub use loader::Loader;
+pub use transform::{ImageTransform, Preset};
 
 /// Which half of a dataset to load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +71,16 @@ impl fmt::Display for Split {
 ///
 /// If none is present the error lists what was looked for.
 pub fn load_split(dir: &Path, split: Split) -> Result<Dataset, DataError> {
+    load_split_with(dir, split, &ImageTransform::none())
+}
+
+/// [`load_split`] with a resize and crop for image folders (`transform` does not apply to the
+/// array layouts, whose images already share a size).
+pub fn load_split_with(
+    dir: &Path,
+    split: Split,
+    transform: &ImageTransform,
+) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(dir).map_err(|e| DataError::io(e, dir))?;
     if !meta.is_dir() {
         return Err(DataError::NotADirectory {
@@ -98,7 +112,11 @@ pub fn load_split(dir: &Path, split: Split) -> Result<Dataset, DataError> {
         return npy::load_npy_pair(&i, &l);
     }
     if image_folder::split_dir(dir, split).is_some() {
-        return image_folder::load_image_folder(dir, split);
+        let options = image_folder::FolderOptions {
+            transform: *transform,
+            ..Default::default()
+        };
+        return image_folder::load_image_folder_with(dir, split, &options);
     }
     let folders = match split {
         Split::Train => "train/<class>/*.png|jpg|jpeg",

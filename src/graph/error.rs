@@ -6,6 +6,9 @@ use thiserror::Error;
 /// A graph is malformed or could not run.
 #[derive(Debug, Error)]
 pub enum GraphError {
+    /// The data feeding the graph failed (an image file that no longer decodes).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     #[error("node '{node}': {source}")]
     Op { node: String, source: OpError },
     #[error("node '{node}' reads value '{value}', which is not defined before it")]

@@ -202,6 +202,7 @@ pub fn run_qat(
                     &mut |_| {},
                     &spec.opts,
                 )?;
+                calib.check()?;
                 (q, n)
             } else {
                 let q = crate::quant::qat::prepare_qat_from_ranges(

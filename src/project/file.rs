@@ -6,7 +6,7 @@
 //! version check, defaults for missing fields, errors naming the file.
 
 use crate::analysis::sensitivity::{LayerSensitivity, SweepMode};
-use crate::data::Normalization;
+use crate::data::{ImageTransform, Normalization};
 use crate::jobs::ExportFormat;
 use crate::jobs::analysis::TensorRole;
 use crate::jobs::qat_request::QatRequest;
@@ -66,6 +66,8 @@ pub struct DataRef {
     pub dir: PathBuf,
     /// `None`: the model file's own.
     pub normalization: Option<Normalization>,
+    /// Resize and crop for image folders (none: images used at their size).
+    pub transform: ImageTransform,
 }
 
 /// How many images calibrate the plan and measure it.

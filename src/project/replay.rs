@@ -10,7 +10,7 @@ use super::file::{
 };
 use crate::analysis::whatif::PlanSession;
 use crate::bench::latency::{LatencyConfig, plan_latency};
-use crate::data::{Split, load_split};
+use crate::data::{Split, load_split_with};
 use crate::jobs::analysis::{PlanData, calibrate_and_evaluate};
 use crate::jobs::export::{ExportSource, export};
 use crate::jobs::sweep::integer_accuracy;
@@ -82,8 +82,9 @@ pub fn replay(
         bail!("{}: the project names no data folder", path.display());
     }
     progress("reading the data");
-    let train = Arc::new(load_split(dir, Split::Train)?);
-    let test = Arc::new(load_split(dir, Split::Test)?);
+    let transform = &project.data.transform;
+    let train = Arc::new(load_split_with(dir, Split::Train, transform)?);
+    let test = Arc::new(load_split_with(dir, Split::Test, transform)?);
     let stop = AtomicBool::new(false);
     let mut now = Results::default();
 

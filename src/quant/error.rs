@@ -8,6 +8,9 @@ use thiserror::Error;
 /// Something in quantization went wrong; messages say what was expected and what was found.
 #[derive(Debug, Error)]
 pub enum QuantError {
+    /// The calibration or evaluation data failed (an image file that no longer decodes).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A plan file could not be read or parsed, or holds invalid values.
     #[error("{problem} (plan file {path})")]
     PlanFile { path: PathBuf, problem: String },

@@ -9,6 +9,9 @@ use thiserror::Error;
 /// Something the integer runtime could not do.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
+    /// The input data failed (an image file that no longer decodes).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A node of the fake-quant graph has no integer-runtime lowering.
     #[error("node '{node}' ({op}): {problem}")]
     Unsupported {

@@ -44,7 +44,10 @@ pub fn evaluate_with<E>(
     batch: usize,
     mut infer: impl FnMut(&Tensor) -> Result<Tensor, E>,
     loss_error: impl Fn(OpError) -> E,
-) -> Result<EvalResult, E> {
+) -> Result<EvalResult, E>
+where
+    E: From<crate::data::DataError>,
+{
     let start = Instant::now();
     let (mut correct, mut loss, mut seen) = (0usize, 0.0f64, 0usize);
     for (x, y) in Loader::new(ds, norm, batch.max(1), None, false) {
@@ -54,6 +57,7 @@ pub fn evaluate_with<E>(
         loss += l.loss as f64 * y.len() as f64;
         seen += y.len();
     }
+    ds.check()?;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     Ok(EvalResult {
         accuracy: correct as f64 / seen.max(1) as f64,

@@ -89,6 +89,9 @@ pub struct TrainSummary {
 /// Why training failed.
 #[derive(Debug, Error)]
 pub enum TrainError {
+    /// The training data failed (an image file that no longer decodes).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Graph(#[from] GraphError),
     #[error("loss became {value} at epoch {epoch}, step {step}: lower the learning rate")]
@@ -281,6 +284,7 @@ pub fn train_from(
                 images_per_s: e_seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
             });
         }
+        train.check()?;
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
         let eval = match eval {
             Some(ds) => Some(evaluate(g, ds, norm, 256)?),

@@ -4,7 +4,7 @@
 
 use crate::app::format;
 use crate::app::state::{Command, FrameCtx, Loadable};
-use crate::data::{Dataset, Normalization};
+use crate::data::{Dataset, ImageTransform, Normalization};
 use eframe::egui::{self, RichText};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -18,6 +18,10 @@ pub struct DataPanel {
     /// Mean and std as typed (comma-separated), for the model on screen.
     #[serde(skip)]
     norm_text: Option<(u64, String, String)>,
+    /// The resize and crop being edited, with the loaded one it started from (a new load
+    /// resets the form).
+    #[serde(skip)]
+    transform: Option<(ImageTransform, ImageTransform)>,
 }
 
 /// Named normalisations.
@@ -62,8 +66,13 @@ fn split_row(ui: &mut egui::Ui, name: &str, l: &Loadable<Arc<Dataset>>) {
             });
         }
         Loadable::Ready(d) => {
+            let streamed = if d.is_streamed() {
+                ", decoded from disk per batch"
+            } else {
+                ""
+            };
             ui.label(format!(
-                "{} images, {} classes, {}",
+                "{} images, {} classes, {}{streamed}",
                 format::thousands(d.len() as u64),
                 d.num_classes,
                 format::shape(&d.image_shape())
@@ -79,6 +88,57 @@ fn split_row(ui: &mut egui::Ui, name: &str, l: &Loadable<Arc<Dataset>>) {
 }
 
 impl DataPanel {
+    /// Resize and crop for image folders (torchvision's evaluation transform).
+    fn transform_ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
+        let loaded = cx.live.data.transform;
+        if self.transform.is_none_or(|(seen, _)| seen != loaded) {
+            self.transform = Some((loaded, loaded));
+        }
+        let Some((_, t)) = &mut self.transform else {
+            return;
+        };
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Image folders:");
+            let mut resize = t.resize.is_some();
+            ui.checkbox(&mut resize, "resize shorter side to");
+            let mut side = t.resize.unwrap_or(256);
+            ui.add_enabled(resize, egui::DragValue::new(&mut side).range(1..=4096));
+            t.resize = resize.then_some(side);
+            let mut crop = t.crop.is_some();
+            ui.checkbox(&mut crop, "centre crop");
+            let (mut h, mut w) = t.crop.unwrap_or((224, 224));
+            ui.add_enabled(crop, egui::DragValue::new(&mut h).range(1..=4096));
+            ui.label("x");
+            ui.add_enabled(crop, egui::DragValue::new(&mut w).range(1..=4096));
+            t.crop = crop.then_some((h, w));
+            if ui
+                .button("ImageNet")
+                .on_hover_text("resize 256, centre crop 224 (torchvision's evaluation transform)")
+                .clicked()
+            {
+                *t = ImageTransform::imagenet();
+            }
+            if ui
+                .button("As stored")
+                .on_hover_text("no resize, no crop")
+                .clicked()
+            {
+                *t = ImageTransform::none();
+            }
+            let changed = *t != loaded;
+            let r = ui.add_enabled(changed, egui::Button::new("Reload with these"));
+            if !changed {
+                r.on_disabled_hover_text("the splits on screen were loaded with these settings");
+            } else if r.clicked() {
+                cx.send(Command::SetImageTransform(*t));
+            }
+        });
+        ui.weak(
+            "applies to train/ and test/ folders of JPEG/PNG (IDX and .npz data keep their size); \
+             large splits are decoded from disk per batch",
+        );
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
         ui.heading("Data");
         ui.horizontal_wrapped(|ui| {
@@ -113,6 +173,7 @@ impl DataPanel {
                 split_row(ui, "Training split", &cx.live.data.train);
                 split_row(ui, "Test split", &cx.live.data.test);
             });
+        self.transform_ui(ui, cx);
         ui.separator();
         ui.heading("Model");
         ui.horizontal(|ui| {

@@ -23,8 +23,8 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Lowest and highest default-domain opsets the importer reads.
-pub const MIN_OPSET: i64 = 11;
-pub const MAX_OPSET: i64 = 21;
+pub const MIN_OPSET: i64 = 7;
+pub const MAX_OPSET: i64 = 28;
 /// Largest dimension and element count accepted for the model input's sample shape.
 const MAX_DIM: u64 = 1 << 24;
 const MAX_SAMPLE: u64 = 1 << 31;

@@ -18,6 +18,7 @@ fn sample(dir: &Path) -> Project {
                 mean: vec![0.1307],
                 std: vec![0.3081],
             }),
+            transform: crate::data::ImageTransform::imagenet(),
         },
         calibration: Calibration {
             calib_samples: 512,
