@@ -32,13 +32,17 @@ fn folder(root: &Path) {
 }
 
 fn qat(model: &str, data: &Path, out: &Path) -> serde_json::Value {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(model);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(model);
     let o = Command::new(env!("CARGO_BIN_EXE_qatlas"))
         .args(["qat", "--model"])
         .arg(&fixture)
         .arg("--data")
         .arg(data)
-        .args(["--resize", "28", "--crop", "28", "--epochs", "3", "--batch", "8"])
+        .args([
+            "--resize", "28", "--crop", "28", "--epochs", "3", "--batch", "8",
+        ])
         .args(["--lr", "0.01", "--threads", "2", "--json", "--out"])
         .arg(out)
         .output()

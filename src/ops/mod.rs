@@ -20,6 +20,7 @@ pub mod layernorm;
 pub mod layout;
 pub mod linear;
 pub mod loss;
+pub mod lrn;
 pub mod matmul;
 pub mod mul;
 pub mod par;
@@ -46,6 +47,7 @@ pub use error::OpError;
 pub use fake_quant::{FakeQuantAttrs, FqObserver, QuantGrid};
 pub use layernorm::LayerNormAttrs;
 pub use layout::{SliceAttrs, TransposeAttrs};
+pub use lrn::LrnAttrs;
 pub use pool::PoolAttrs;
 pub use reshape::{FlattenAttrs, ReshapeAttrs};
 pub use smooth::HardSigmoidAttrs;
@@ -82,6 +84,8 @@ pub enum OpKind {
     Erf,
     /// Inputs x, scale, optional bias: rows over the trailing axes normalised.
     LayerNorm(LayerNormAttrs),
+    /// Local response normalisation across channels.
+    Lrn(LrnAttrs),
     /// Joins its inputs along one axis.
     Concat(ConcatAttrs),
     /// Permutes the axes.
@@ -129,6 +133,7 @@ impl OpKind {
             OpKind::HardSwish => "HardSwish",
             OpKind::Erf => "Erf",
             OpKind::LayerNorm(_) => "LayerNorm",
+            OpKind::Lrn(_) => "LRN",
             OpKind::Concat(_) => "Concat",
             OpKind::Transpose(_) => "Transpose",
             OpKind::Slice(_) => "Slice",
@@ -186,6 +191,7 @@ impl OpKind {
             | OpKind::HardSwish
             | OpKind::Erf => Ok(inputs[0].to_vec()),
             OpKind::LayerNorm(a) => layernorm::output_shape(a, inputs),
+            OpKind::Lrn(a) => lrn::output_shape(a, inputs),
             OpKind::Concat(a) => concat::output_shape(a, inputs),
             OpKind::Transpose(a) => layout::transpose_shape(a, inputs[0]),
             OpKind::Slice(a) => layout::slice_shape(a, inputs[0]),
@@ -221,6 +227,7 @@ impl OpKind {
             OpKind::HardSwish => Forward::plain(smooth::hard_swish(inputs[0])),
             OpKind::Erf => Forward::plain(smooth::erf(inputs[0])),
             OpKind::LayerNorm(a) => Forward::plain(layernorm::forward(a, inputs)?),
+            OpKind::Lrn(a) => Forward::plain(lrn::forward(a, inputs[0])?),
             OpKind::Concat(a) => Forward::plain(concat::forward(a, inputs)?),
             OpKind::Transpose(a) => Forward::plain(layout::transpose(a, inputs[0])),
             OpKind::Slice(a) => Forward::plain(layout::slice(a, inputs[0])),
@@ -275,6 +282,7 @@ impl OpKind {
             OpKind::HardSwish => vec![Some(smooth::hard_swish_backward(inputs[0], grad_out))],
             OpKind::Erf => vec![Some(smooth::erf_backward(inputs[0], grad_out))],
             OpKind::LayerNorm(a) => layernorm::backward(a, inputs, grad_out, need)?,
+            OpKind::Lrn(a) => vec![Some(lrn::backward(a, inputs[0], grad_out)?)],
             OpKind::Concat(a) => concat::backward(a, inputs, grad_out, need)?,
             OpKind::Transpose(a) => vec![Some(layout::transpose_backward(a, grad_out))],
             OpKind::Slice(a) => vec![Some(layout::slice_backward(a, inputs[0], grad_out))],

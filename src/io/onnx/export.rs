@@ -295,6 +295,15 @@ pub fn export_model(g: &Graph, opset: i64) -> Result<ModelProto, OnnxError> {
                 attribute.extend([attr_int("axis", a.axis), attr_float("epsilon", a.eps)]);
                 needs_opset(n, "LayerNormalization", 17, opset)?
             }
+            OpKind::Lrn(a) => {
+                attribute.extend([
+                    attr_int("size", a.size as i64),
+                    attr_float("alpha", a.alpha),
+                    attr_float("beta", a.beta),
+                    attr_float("bias", a.bias),
+                ]);
+                "LRN"
+            }
             OpKind::Transpose(a) => {
                 attribute.push(attr_ints("perm", &a.perm));
                 "Transpose"

@@ -23,6 +23,26 @@ pub(super) fn register(reg: &mut Registry) {
     reg.insert("Erf", |c| unary(c, OpKind::Erf));
     reg.insert("HardSigmoid", hard_sigmoid);
     reg.insert("Concat", concat);
+    reg.insert("Sum", sum);
+}
+
+/// `Sum` of n tensors (opset 8+: broadcasting) as a chain of `Add`s; one input is itself.
+fn sum(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let n = ctx.num_inputs();
+    if n == 0 {
+        return Err(ctx.err("Sum needs at least one input"));
+    }
+    for i in 0..n {
+        if ctx.input_const(i)?.is_some_and(|c| c.f32s().is_none()) {
+            return Ok(None);
+        }
+    }
+    let mut acc = ctx.input_value(0, true)?;
+    for i in 1..n {
+        let b = ctx.input_value(i, true)?;
+        acc = ctx.emit(OpKind::Add, &[acc, b])?;
+    }
+    Ok(Some(Out::Value(acc)))
 }
 
 fn unary(ctx: &mut NodeCtx<'_, '_>, op: OpKind) -> Result<Option<Out>, OnnxError> {

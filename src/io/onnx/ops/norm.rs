@@ -1,16 +1,33 @@
 //! ONNX `BatchNormalization` -> `BatchNorm2d`, kept as a node (never folded at import: QAT may
 //! train it; folding is a later, explicit step). ONNX's momentum weights the running value
 //! (`running·m + batch·(1-m)`), PyTorch's and qatlas's the batch value, so qatlas's momentum is
-//! `1 - m`. `LayerNormalization` -> `LayerNorm` (its Mean / InvStdDev outputs unread).
+//! `1 - m`. `LayerNormalization` -> `LayerNorm` (its Mean / InvStdDev outputs unread). `LRN` -> `Lrn`.
 
 use super::super::OnnxError;
 use super::super::ctx::{NodeCtx, Out};
 use super::super::registry::Registry;
-use crate::ops::{BatchNormAttrs, LayerNormAttrs, OpKind};
+use crate::ops::{BatchNormAttrs, LayerNormAttrs, LrnAttrs, OpKind};
 
 pub(super) fn register(reg: &mut Registry) {
     reg.insert("BatchNormalization", batch_norm);
     reg.insert("LayerNormalization", layer_norm);
+    reg.insert("LRN", lrn);
+}
+
+/// `LRN` (size required; alpha 1e-4, beta 0.75, bias 1 by default).
+fn lrn(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
+    let size = ctx.int("size", 0)?;
+    if !(1..=4096).contains(&size) {
+        return Err(ctx.attr_err("size", format!("is {size}, expected 1 to 4096 channels")));
+    }
+    let a = LrnAttrs {
+        size: size as usize,
+        alpha: ctx.float("alpha", 1e-4)?,
+        beta: ctx.float("beta", 0.75)?,
+        bias: ctx.float("bias", 1.0)?,
+    };
+    let x = ctx.input_value(0, false)?;
+    Ok(Some(Out::Value(ctx.emit(OpKind::Lrn(a), &[x])?)))
 }
 
 fn batch_norm(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
