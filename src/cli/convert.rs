@@ -72,6 +72,8 @@ struct Agreement {
     argmax_agree: usize,
     logits_equal: usize,
     logits: usize,
+    /// Integer logits against the simulation's (signal: the simulation).
+    sqnr: crate::analysis::sqnr::Sqnr,
 }
 
 fn argmax(r: &[f32]) -> usize {
@@ -94,6 +96,7 @@ fn agreement(
         argmax_agree: 0,
         logits_equal: 0,
         logits: 0,
+        sqnr: Default::default(),
     };
     for (x, y) in Loader::new(ds, norm, batch, None, false) {
         let ls = sim.infer(&x)?;
@@ -101,6 +104,7 @@ fn agreement(
         let k = ls.shape().get(1).copied().unwrap_or(1);
         let (ls, li) = (crate::tensor::slice(&ls), crate::tensor::slice(&li));
         anyhow::ensure!(ls.len() == li.len(), "output sizes differ");
+        a.sqnr.add(ls, li);
         for (i, &label) in y.iter().enumerate() {
             let (rs, ri) = (&ls[i * k..(i + 1) * k], &li[i * k..(i + 1) * k]);
             let (ps, pi) = (argmax(rs), argmax(ri));
@@ -210,6 +214,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
             "integer_accuracy": agree.as_ref().map(|g| frac(g.int_correct, g.images)),
             "argmax_agreement": agree.as_ref().map(|g| frac(g.argmax_agree, g.images)),
             "logits_equal": agree.as_ref().map(|g| frac(g.logits_equal, g.logits)),
+            "sqnr_db": agree.as_ref().and_then(|g| crate::analysis::sqnr::finite_db(g.sqnr.db())),
         }));
     }
     for l in m.layers() {
@@ -233,13 +238,16 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     if let Some(g) = agree {
         let (s, i) = (frac(g.sim_correct, g.images), frac(g.int_correct, g.images));
         println!(
-            "simulation {:.2}%, integer {:.2}% ({:+.2} pp) on {} test images; argmax agree {:.3}%, logits equal {:.2}%",
+            "simulation {:.2}%, integer {:.2}% ({:+.2} pp) on {} test images; argmax agree {:.3}%, logits equal {:.2}%, integer vs simulation SQNR {}",
             s * 100.0,
             i * 100.0,
             (i - s) * 100.0,
             g.images,
             frac(g.argmax_agree, g.images) * 100.0,
-            frac(g.logits_equal, g.logits) * 100.0
+            frac(g.logits_equal, g.logits) * 100.0,
+            g.sqnr
+                .db()
+                .map_or("inf (equal)".to_string(), |d| format!("{d:.1} dB"))
         );
     }
     Ok(())

@@ -91,6 +91,15 @@ impl DataPanel {
     /// Resize and crop for image folders (torchvision's evaluation transform).
     fn transform_ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
         let loaded = cx.live.data.transform;
+        // The model's own input size, for "fit to the model" (C x H x W inputs only).
+        let model_hw = cx
+            .live
+            .model
+            .as_ref()
+            .and_then(|v| match v.model.graph.input_shape[..] {
+                [_, h, w] => Some((h as u32, w as u32)),
+                _ => None,
+            });
         if self.transform.is_none_or(|(seen, _)| seen != loaded) {
             self.transform = Some((loaded, loaded));
         }
@@ -117,6 +126,23 @@ impl DataPanel {
                 .clicked()
             {
                 *t = ImageTransform::imagenet();
+            }
+            if let Some((h, w)) = model_hw {
+                let fit = ImageTransform {
+                    resize: Some((h.min(w) * 256).div_ceil(224)),
+                    crop: Some((h, w)),
+                };
+                let text = format!(
+                    "resize {}, centre crop {h}x{w}: the model's input, with ImageNet's 256/224 margin",
+                    fit.resize.unwrap_or(0)
+                );
+                if ui
+                    .button(format!("Model input {h}x{w}"))
+                    .on_hover_text(text)
+                    .clicked()
+                {
+                    *t = fit;
+                }
             }
             if ui
                 .button("As stored")

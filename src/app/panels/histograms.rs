@@ -49,6 +49,15 @@ impl HistogramsPanel {
             return;
         };
         let Some(ev) = ws.eval.as_ref().map(|t| &t.value) else {
+            // No calibration runs without the training split: say why instead of spinning.
+            if let crate::app::state::Loadable::Failed(e) = &cx.live.data.train {
+                let text = format!(
+                    "No histograms: the training set (the calibration images) did not load: {e}. \
+                     Fix it in the Model & data tab."
+                );
+                ui.label(RichText::new(text).color(ui.visuals().warn_fg_color));
+                return;
+            }
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label("Calibrating the plan: the histograms come from its observers…");
