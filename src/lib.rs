@@ -4,6 +4,9 @@
 //! (feature `gui`) or a headless subcommand. Layers, from the bottom up (arrows point down only):
 //! `app`/`cli` -> `project` -> `jobs` -> `train`/`io` -> `graph` -> `ops` -> `kernels`, with `data` beside
 //! `kernels` at the bottom. Nothing below `app` knows egui. See `ARCHITECTURE.md`.
+//! `unsafe` is denied everywhere but in `kernels` (SIMD intrinsics and the GEMM writes).
+
+#![deny(unsafe_code)]
 
 pub mod analysis;
 pub mod bench;
@@ -12,6 +15,7 @@ pub mod data;
 pub mod graph;
 pub mod io;
 pub mod jobs;
+#[allow(unsafe_code)]
 pub mod kernels;
 pub mod ops;
 pub mod project;

@@ -1,5 +1,6 @@
 //! qatlas entry point: parses arguments, then opens the studio (default) or runs a headless
 //! subcommand. Everything else lives in the library.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use qatlas::cli::{Cli, Command, error_message, init_threads, run};

@@ -27,6 +27,48 @@ fn kernels() -> Vec<&'static MmmKernel> {
     v
 }
 
+/// One line per path, straight to stderr (libtest does not capture it): which kernels the tests
+/// of this file ran, or why the path was skipped. `QATLAS_REQUIRE_PATHS=avx2,avx512vnni` (what
+/// `.ci/run` sets from the CPU's flags) turns a skip of a listed path into a failure.
+#[test]
+fn kernel_paths_summary() {
+    use std::io::Write;
+    let required: Vec<String> = std::env::var("QATLAS_REQUIRE_PATHS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for r in &required {
+        KernelPath::parse(r).unwrap_or_else(|e| panic!("QATLAS_REQUIRE_PATHS: {e}"));
+    }
+    let mut lines = Vec::new();
+    let mut missing = Vec::new();
+    for p in KernelPath::ALL {
+        match p.kernels() {
+            Ok(ks) => {
+                let names: Vec<&str> = ks.iter().map(|k| k.name).collect();
+                lines.push(format!(
+                    "int8 path {:<10} RAN: {}",
+                    p.name(),
+                    names.join(", ")
+                ));
+            }
+            Err(e) => {
+                lines.push(format!("int8 path {:<10} SKIPPED: {e}", p.name()));
+                if required.iter().any(|r| r == p.name()) {
+                    missing.push(format!("{}: {e}", p.name()));
+                }
+            }
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "\n{}\n", lines.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "QATLAS_REQUIRE_PATHS lists paths that did not run: {missing:?}"
+    );
+}
+
 fn rand_u8(r: &mut ChaCha8Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| r.random()).collect()
 }

@@ -29,15 +29,19 @@ unsafe fn portable_tile_4x16(
     ldc: usize,
     accumulate: bool,
 ) {
-    // SAFETY: the raw contract guarantees these extents are readable / writable and disjoint.
-    let (a, b, c) = unsafe {
+    // SAFETY: the raw contract guarantees these input extents are readable. The output is
+    // written element by element through the pointer: the tile's rows are `ldc` apart and other
+    // tasks may write the columns in between, so no `&mut` slice may span them.
+    let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, 3 * lda + groups * 4),
             std::slice::from_raw_parts(b, groups * 16 * 4),
-            std::slice::from_raw_parts_mut(c, 3 * ldc + 16),
         )
     };
-    tile_reference::<4, 16>(PackFormat::K2I16, groups, a, lda, b, c, ldc, accumulate);
+    let acc = tile_accumulators::<4, 16>(PackFormat::K2I16, groups, a, lda, b);
+    // SAFETY: every `c + r * ldc + j` (r < 4, j < 16) is inside the tile the contract hands
+    // to this call alone.
+    unsafe { store_tile(&acc, c, ldc, accumulate) };
 }
 
 /// Portable twin of `avxvnni_mmm_u8s8i32_6x16` (same K4I8 format and 6x16 tile). Not a
@@ -84,15 +88,19 @@ unsafe fn portable_k4i8_tile_6x16(
     ldc: usize,
     accumulate: bool,
 ) {
-    // SAFETY: the raw contract guarantees these extents are readable / writable and disjoint.
-    let (a, b, c) = unsafe {
+    // SAFETY: the raw contract guarantees these input extents are readable. The output is
+    // written element by element through the pointer: the tile's rows are `ldc` apart and other
+    // tasks may write the columns in between, so no `&mut` slice may span them.
+    let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, 5 * lda + groups * 4),
             std::slice::from_raw_parts(b, groups * 16 * 4),
-            std::slice::from_raw_parts_mut(c, 5 * ldc + 16),
         )
     };
-    tile_reference::<6, 16>(PackFormat::K4I8, groups, a, lda, b, c, ldc, accumulate);
+    let acc = tile_accumulators::<6, 16>(PackFormat::K4I8, groups, a, lda, b);
+    // SAFETY: every `c + r * ldc + j` (r < 6, j < 16) is inside the tile the contract hands
+    // to this call alone.
+    unsafe { store_tile(&acc, c, ldc, accumulate) };
 }
 
 /// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
@@ -105,15 +113,19 @@ unsafe fn portable_k4i8_tile_8x32(
     ldc: usize,
     accumulate: bool,
 ) {
-    // SAFETY: the raw contract guarantees these extents are readable / writable and disjoint.
-    let (a, b, c) = unsafe {
+    // SAFETY: the raw contract guarantees these input extents are readable. The output is
+    // written element by element through the pointer: the tile's rows are `ldc` apart and other
+    // tasks may write the columns in between, so no `&mut` slice may span them.
+    let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, 7 * lda + groups * 4),
             std::slice::from_raw_parts(b, groups * 32 * 4),
-            std::slice::from_raw_parts_mut(c, 7 * ldc + 32),
         )
     };
-    tile_reference::<8, 32>(PackFormat::K4I8, groups, a, lda, b, c, ldc, accumulate);
+    let acc = tile_accumulators::<8, 32>(PackFormat::K4I8, groups, a, lda, b);
+    // SAFETY: every `c + r * ldc + j` (r < 8, j < 32) is inside the tile the contract hands
+    // to this call alone.
+    unsafe { store_tile(&acc, c, ldc, accumulate) };
 }
 
 #[inline]
@@ -121,19 +133,14 @@ fn i16_at(s: &[u8], i: usize) -> i32 {
     i16::from_le_bytes([s[i], s[i + 1]]) as i32
 }
 
-/// One `MR x NR` tile from packed panels, in plain Rust: the reference for every micro-kernel
-/// (same arguments as [`MmmKernel::run_tile`]).
-#[allow(clippy::too_many_arguments)]
-pub fn tile_reference<const MR: usize, const NR: usize>(
+/// The `MR x NR` accumulators of one tile from packed panels, in plain Rust (wrapping s32).
+fn tile_accumulators<const MR: usize, const NR: usize>(
     format: PackFormat,
     groups: usize,
     a: &[u8],
     lda: usize,
     b: &[u8],
-    c: &mut [i32],
-    ldc: usize,
-    accumulate: bool,
-) {
+) -> [[i32; NR]; MR] {
     let mut acc = [[0i32; NR]; MR];
     for g in 0..groups {
         let bg = &b[g * NR * 4..(g + 1) * NR * 4];
@@ -153,6 +160,45 @@ pub fn tile_reference<const MR: usize, const NR: usize>(
             }
         }
     }
+    acc
+}
+
+/// Writes (or adds) a tile at `c`, rows `ldc` apart, one element at a time.
+///
+/// # Safety
+/// `c + r * ldc + j` must be valid for reads and writes for every `r < MR`, `j < NR`, and no
+/// other thread may access those elements during the call.
+unsafe fn store_tile<const MR: usize, const NR: usize>(
+    acc: &[[i32; NR]; MR],
+    c: *mut i32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, &v) in acc_r.iter().enumerate() {
+            // SAFETY: in the tile, by the function's contract.
+            unsafe {
+                let d = c.add(r * ldc + j);
+                *d = if accumulate { (*d).wrapping_add(v) } else { v };
+            }
+        }
+    }
+}
+
+/// One `MR x NR` tile from packed panels, in plain Rust: the reference for every micro-kernel
+/// (same arguments as [`MmmKernel::run_tile`]).
+#[allow(clippy::too_many_arguments)]
+pub fn tile_reference<const MR: usize, const NR: usize>(
+    format: PackFormat,
+    groups: usize,
+    a: &[u8],
+    lda: usize,
+    b: &[u8],
+    c: &mut [i32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let acc = tile_accumulators::<MR, NR>(format, groups, a, lda, b);
     for (r, acc_r) in acc.iter().enumerate() {
         for (j, &v) in acc_r.iter().enumerate() {
             let d = &mut c[r * ldc + j];
