@@ -173,6 +173,7 @@ fn hand_written(dir: &std::path::Path, sha: Option<&str>) -> (std::path::PathBuf
         data: DataRef {
             dir: default_data_dir(),
             normalization: None,
+            transform: Default::default(),
         },
         plan: Some(plan.clone()),
         calibration: Calibration {

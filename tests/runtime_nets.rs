@@ -3,7 +3,8 @@
 //! quantizer) and global average pooling; mobilenet-mini grouped (depthwise) convolutions and
 //! ReLU6 clamps; lenet5 5x5 kernels and three Linear layers; the `gates_concat.onnx` fixture
 //! HardSwish, a squeeze-excitation gate (HardSigmoid, Mul broadcast over the pixels), SiLU and a
-//! fire module's Concat. The integer model's predictions must agree with the fake-quant
+//! fire module's Concat; `dense_block.onnx` DenseNet's BatchNorm after a Concat of every
+//! earlier feature map. The integer model's predictions must agree with the fake-quant
 //! simulation.
 
 use qatlas::data::{Loader, Normalization, Split, load_split};
@@ -134,6 +135,28 @@ fn gates_and_concat_of_mobile_cnns_match_simulation() {
     )));
     assert!(steps.iter().any(|s| matches!(s, Step::Mul { .. })));
     assert!(steps.iter().any(|s| matches!(s, Step::Concat { .. })));
+    assert!(agree >= 0.99, "{agree}");
+    assert!(eq >= 0.5, "{eq}");
+}
+
+#[test]
+fn dense_blocks_batchnorm_after_concat_match_simulation() {
+    // DenseNet's pattern: BatchNorm after a Concat of every earlier feature map, which PTQ
+    // cannot fold into a convolution: a BatchNorm step, one Concat step per node.
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/dense_block.onnx");
+    let g = qatlas::io::load_onnx(&f).unwrap().graph;
+    let (m, agree, eq, _) = agreement_of(g, "dense_block", Requantization::Float);
+    let steps = &m.spec().steps;
+    let bn = steps
+        .iter()
+        .filter(|s| matches!(s, Step::BatchNorm { .. }))
+        .count();
+    assert_eq!(bn, 4, "one BatchNorm step per unfoldable BatchNorm");
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::Concat { more, .. } if more.len() == 2))
+    );
     assert!(agree >= 0.99, "{agree}");
     assert!(eq >= 0.5, "{eq}");
 }

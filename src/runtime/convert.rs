@@ -589,12 +589,7 @@ impl Builder<'_> {
                 self.set(out_v, r);
                 self.set(last, r);
             }
-            OpKind::BatchNorm2d(_) => {
-                return Err(self.err(
-                    ni,
-                    "BatchNorm is not folded (convert the fake-quant model PTQ or QAT produce)",
-                ));
-            }
+            OpKind::BatchNorm2d(a) => self.batch_norm(ni, a.eps)?,
             op => {
                 return Err(self.err(ni, format!("{} has no integer-runtime lowering", op.name())));
             }

@@ -335,6 +335,22 @@ impl Engine {
                     .zip(fsrc(*src))
                     .for_each(|(o, &v)| *o = half::f16::from_f32(v).to_f32());
             }
+            Step::BatchNorm {
+                src,
+                mean,
+                inv_std,
+                gamma,
+                beta,
+                ..
+            } => {
+                let c = self.dims[*src].c.max(1);
+                for (px_out, px) in df.chunks_mut(c).zip(fsrc(*src).chunks(c)) {
+                    for ch in 0..px.len() {
+                        let h = (px[ch] - mean[ch]) * inv_std[ch];
+                        px_out[ch] = h * gamma[ch] + beta[ch];
+                    }
+                }
+            }
             Step::Activation { src, act, .. } => {
                 df.iter_mut()
                     .zip(fsrc(*src))
@@ -486,16 +502,19 @@ impl Engine {
                     }
                 }
             }
-            Step::Concat { a, b, .. } => {
-                let (da, db) = (self.dims[*a], self.dims[*b]);
-                let (x, y) = (fsrc(*a), fsrc(*b));
-                let (ca, cb) = (da.c, db.c);
+            Step::Concat { a, b, more, .. } => {
+                let parts: Vec<(usize, &[f32])> = [*a, *b]
+                    .iter()
+                    .chain(more)
+                    .map(|&s| (self.dims[s].c, fsrc(s)))
+                    .collect();
+                let pixels = nb * self.dims[*a].h * self.dims[*a].w;
                 let mut o = 0;
-                for px in 0..nb * da.h * da.w {
-                    df[o..o + ca].copy_from_slice(&x[px * ca..(px + 1) * ca]);
-                    o += ca;
-                    df[o..o + cb].copy_from_slice(&y[px * cb..(px + 1) * cb]);
-                    o += cb;
+                for px in 0..pixels {
+                    for &(c, x) in &parts {
+                        df[o..o + c].copy_from_slice(&x[px * c..(px + 1) * c]);
+                        o += c;
+                    }
                 }
             }
         }

@@ -65,6 +65,51 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// A BatchNorm PTQ could not fold into a layer (DenseNet's after each Concat): running
+    /// statistics, the float op's `1 / sqrt(var + eps)` and order, on the dequantized values.
+    pub(super) fn batch_norm(&mut self, ni: usize, eps: f32) -> Result<(), RuntimeError> {
+        let g = self.g;
+        let node = &g.nodes[ni];
+        // Right after a Conv/Linear it should have been folded: this is a float model.
+        let after_layer = g.nodes.iter().any(|n| {
+            n.output == node.inputs[0] && matches!(n.op, OpKind::Conv2d(_) | OpKind::Linear)
+        });
+        if after_layer {
+            return Err(self.err(
+                ni,
+                "BatchNorm after a layer is not folded (convert the fake-quant model PTQ or QAT \
+                 produce)",
+            ));
+        }
+        let param = |k: usize| -> Result<Vec<f32>, RuntimeError> {
+            let v = node.inputs[k];
+            g.param_of(v)
+                .map(|p| g.params[p].tensor.iter().copied().collect())
+                .ok_or_else(|| self.err(ni, "BatchNorm statistics and affine must be parameters"))
+        };
+        let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
+        let x = self.act(ni, 0)?;
+        let x = self.float(x);
+        if [&gamma, &beta, &mean, &var]
+            .iter()
+            .any(|v| v.len() != x.dims.c)
+        {
+            return Err(self.err(ni, "BatchNorm parameters do not match the channels"));
+        }
+        let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let dst = self.slot(SlotKind::F32);
+        self.steps.push(Step::BatchNorm {
+            src: x.slot,
+            dst,
+            mean,
+            inv_std,
+            gamma,
+            beta,
+        });
+        self.set(node.output, ActVal { slot: dst, ..x });
+        Ok(())
+    }
+
     pub(super) fn concat(&mut self, ni: usize, axis: i64) -> Result<(), RuntimeError> {
         let g = self.g;
         let node = &g.nodes[ni];
@@ -74,28 +119,34 @@ impl Builder<'_> {
             return Err(self.err(ni, "concatenates along an axis other than the channels"));
         }
         let first = self.act(ni, 0)?;
-        let mut acc = self.float(first);
+        let first = self.float(first);
+        if node.inputs.len() == 1 {
+            self.set(node.output, first);
+            return Ok(());
+        }
+        let mut slots = vec![first.slot];
+        let mut c = first.dims.c;
         for k in 1..node.inputs.len() {
             let b = self.act(ni, k)?;
             let b = self.float(b);
-            if (b.dims.h, b.dims.w) != (acc.dims.h, acc.dims.w) || b.logical != acc.logical {
+            if (b.dims.h, b.dims.w) != (first.dims.h, first.dims.w) || b.logical != first.logical {
                 return Err(self.err(ni, "concatenates tensors of different sizes"));
             }
-            let dst = self.slot(SlotKind::F32);
-            self.steps.push(Step::Concat {
-                a: acc.slot,
-                b: b.slot,
-                dst,
-            });
-            acc = ActVal {
-                slot: dst,
-                dims: Dims {
-                    c: acc.dims.c + b.dims.c,
-                    ..acc.dims
-                },
-                ..acc
-            };
+            slots.push(b.slot);
+            c += b.dims.c;
         }
+        let dst = self.slot(SlotKind::F32);
+        self.steps.push(Step::Concat {
+            a: slots[0],
+            b: slots[1],
+            dst,
+            more: slots[2..].to_vec(),
+        });
+        let acc = ActVal {
+            slot: dst,
+            dims: Dims { c, ..first.dims },
+            ..first
+        };
         self.set(node.output, acc);
         Ok(())
     }

@@ -288,17 +288,36 @@ pub enum Step {
     /// f32 `a ⊙ b`, `b` of `a`'s shape or `1 x 1 x c` (a squeeze-excitation gate, broadcast over
     /// the pixels).
     Mul { a: usize, b: usize, dst: usize },
-    /// f32 NHWC `[a, b]` along the channels (same h x w).
-    Concat { a: usize, b: usize, dst: usize },
+    /// f32 NHWC `[a, b, more...]` along the channels (same h x w): one step for any number of
+    /// inputs (DenseNet concatenates up to 49), so nothing grows quadratically.
+    Concat {
+        a: usize,
+        b: usize,
+        dst: usize,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<usize>,
+    },
+    /// f32 BatchNorm with running statistics, per channel (the innermost NHWC axis):
+    /// `((x - mean) · inv_std) · gamma + beta`, the float op's formula and order (a BatchNorm
+    /// PTQ could not fold, e.g. after a Concat in DenseNet).
+    BatchNorm {
+        src: usize,
+        dst: usize,
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+    },
 }
 
 impl Step {
     /// Slots read.
     pub fn sources(&self) -> Vec<usize> {
         match *self {
-            Step::Add { a, b, .. } | Step::Mul { a, b, .. } | Step::Concat { a, b, .. } => {
-                vec![a, b]
+            Step::Concat { a, b, ref more, .. } => {
+                [a, b].into_iter().chain(more.iter().copied()).collect()
             }
+            Step::Add { a, b, .. } | Step::Mul { a, b, .. } => vec![a, b],
             Step::ToHwc { src, .. }
             | Step::ToChw { src, .. }
             | Step::Quantize { src, .. }
@@ -310,6 +329,7 @@ impl Step {
             | Step::AvgPool { src, .. }
             | Step::GlobalAvgPool { src, .. }
             | Step::Activation { src, .. }
+            | Step::BatchNorm { src, .. }
             | Step::ClampU8 { src, .. } => vec![src],
         }
     }
@@ -331,6 +351,7 @@ impl Step {
             | Step::Mul { dst, .. }
             | Step::Concat { dst, .. }
             | Step::Activation { dst, .. }
+            | Step::BatchNorm { dst, .. }
             | Step::ClampU8 { dst, .. } => dst,
         }
     }

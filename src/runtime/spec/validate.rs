@@ -86,6 +86,23 @@ impl ModelSpec {
                     want(dst, SlotKind::F32)?;
                     d0
                 }
+                Step::BatchNorm {
+                    mean,
+                    inv_std,
+                    gamma,
+                    beta,
+                    ..
+                } => {
+                    want(s0, SlotKind::F32)?;
+                    want(dst, SlotKind::F32)?;
+                    if [mean, inv_std, gamma, beta].iter().any(|v| v.len() != d0.c) {
+                        return Err(ctx(format!(
+                            "BatchNorm parameters do not have {} channels",
+                            d0.c
+                        )));
+                    }
+                    d0
+                }
                 Step::ClampU8 { .. } => {
                     want(s0, SlotKind::U8)?;
                     want(dst, SlotKind::U8)?;
@@ -141,17 +158,16 @@ impl ModelSpec {
                     d0
                 }
                 Step::Concat { .. } => {
-                    let (s1, d1) = src_dims[1];
-                    for s in [s0, s1, dst] {
+                    let mut c = 0;
+                    for &(s, d) in &src_dims {
                         want(s, SlotKind::F32)?;
+                        if (d.h, d.w) != (d0.h, d0.w) {
+                            return Err(ctx(format!("concatenates shapes {d0:?} and {d:?}")));
+                        }
+                        c += d.c;
                     }
-                    if (d0.h, d0.w) != (d1.h, d1.w) {
-                        return Err(ctx(format!("concatenates shapes {d0:?} and {d1:?}")));
-                    }
-                    Dims {
-                        c: d0.c + d1.c,
-                        ..d0
-                    }
+                    want(dst, SlotKind::F32)?;
+                    Dims { c, ..d0 }
                 }
             };
             check_size(&out, &format!("step {si} output"))?;
