@@ -3,7 +3,8 @@
 //! quantizer) and global average pooling; mobilenet-mini grouped (depthwise) convolutions and
 //! ReLU6 clamps; lenet5 5x5 kernels and three Linear layers; the `gates_concat.onnx` fixture
 //! HardSwish, a squeeze-excitation gate (HardSigmoid, Mul broadcast over the pixels), SiLU and a
-//! fire module's Concat; `dense_block.onnx` DenseNet's BatchNorm after a Concat of every
+//! fire module's Concat; `shuffle_block.onnx` ShuffleNet's
+//! channel split and shuffle; `dense_block.onnx` DenseNet's BatchNorm after a Concat of every
 //! earlier feature map. The integer model's predictions must agree with the fake-quant
 //! simulation.
 
@@ -157,6 +158,25 @@ fn dense_blocks_batchnorm_after_concat_match_simulation() {
             .iter()
             .any(|s| matches!(s, Step::Concat { more, .. } if more.len() == 2))
     );
+    assert!(agree >= 0.99, "{agree}");
+    assert!(eq >= 0.5, "{eq}");
+}
+
+#[test]
+fn shufflenet_channel_split_and_shuffle_match_simulation() {
+    // `chunk` (Slice along the channels) and the channel shuffle (Reshape to 5-D, Transpose,
+    // Reshape back) become channel gathers: values move, nothing is computed.
+    let f =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/shuffle_block.onnx");
+    let g = qatlas::io::load_onnx(&f).unwrap().graph;
+    let (m, agree, eq, _) = agreement_of(g, "shuffle_block", Requantization::Float);
+    let gathers = m
+        .spec()
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::GatherChannels { .. }))
+        .count();
+    assert_eq!(gathers, 3, "two halves of the split and one shuffle");
     assert!(agree >= 0.99, "{agree}");
     assert!(eq >= 0.5, "{eq}");
 }

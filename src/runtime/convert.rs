@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 
 mod elementwise;
 mod layer;
+mod shuffle;
 
 /// Settings of a conversion.
 #[derive(Clone, Debug)]
@@ -83,6 +84,13 @@ enum Val {
         zero_point: Vec<i32>,
     },
     F16Weight(ParamId),
+    /// An image viewed as `[N, groups, c / groups, h, w]` (ShuffleNet's channel shuffle),
+    /// `transposed` after swapping the two channel axes.
+    Shuffle {
+        x: ActVal,
+        groups: usize,
+        transposed: bool,
+    },
 }
 
 struct Builder<'g> {
@@ -533,6 +541,9 @@ impl Builder<'_> {
                     },
                 );
             }
+            OpKind::Reshape(_) if self.shuffle_reshape(ni)? => {}
+            OpKind::Transpose(t) if self.shuffle_transpose(ni, &t.perm) => {}
+            OpKind::Slice(a) => self.channel_slice(ni, a)?,
             OpKind::Flatten(_) | OpKind::Reshape(_) => {
                 let x = self.act(ni, 0)?;
                 let (si, so) = (&self.shapes[node.inputs[0]], &self.shapes[out_v]);

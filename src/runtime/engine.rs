@@ -335,6 +335,25 @@ impl Engine {
                     .zip(fsrc(*src))
                     .for_each(|(o, &v)| *o = half::f16::from_f32(v).to_f32());
             }
+            Step::GatherChannels { src, channels, .. } => {
+                let (k, c) = (channels.len().max(1), self.dims[*src].c.max(1));
+                match self.kinds[*src] {
+                    SlotKind::U8 => {
+                        for (o, px) in du.chunks_mut(k).zip(usrc(*src).chunks(c)) {
+                            for (d, &p) in o.iter_mut().zip(channels) {
+                                *d = px[p];
+                            }
+                        }
+                    }
+                    SlotKind::F32 => {
+                        for (o, px) in df.chunks_mut(k).zip(fsrc(*src).chunks(c)) {
+                            for (d, &p) in o.iter_mut().zip(channels) {
+                                *d = px[p];
+                            }
+                        }
+                    }
+                }
+            }
             Step::BatchNorm {
                 src,
                 mean,

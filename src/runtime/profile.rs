@@ -114,6 +114,7 @@ pub fn describe(spec: &ModelSpec, step: &Step) -> String {
         Step::Mul { .. } => "mul".into(),
         Step::Concat { .. } => "concat".into(),
         Step::BatchNorm { .. } => "batchnorm".into(),
+        Step::GatherChannels { .. } => "channel shuffle".into(),
         Step::ClampU8 { .. } => "relu (u8 clamp)".into(),
     }
 }

@@ -24,7 +24,7 @@ impl Builder<'_> {
             .ok_or_else(|| self.err(ni, "weight is undefined"))?;
         let wparam = match &w {
             Val::Param(p) | Val::F16Weight(p) | Val::QWeight { param: p, .. } => *p,
-            Val::Act(_) => {
+            Val::Act(_) | Val::Shuffle { .. } => {
                 return Err(self.err(ni, "weights computed at run time are not supported"));
             }
         };
@@ -153,7 +153,7 @@ impl Builder<'_> {
                     true,
                 )
             }
-            Val::Act(_) => unreachable!("rejected above"),
+            Val::Act(_) | Val::Shuffle { .. } => unreachable!("rejected above"),
         };
         let bname = bias.map(|b| {
             let n = format!("{name}.bias");

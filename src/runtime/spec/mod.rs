@@ -297,6 +297,13 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         more: Vec<usize>,
     },
+    /// Channels picked from an NHWC slot (u8 or f32, the grid unchanged): output channel `j`
+    /// is input channel `channels[j]` (ShuffleNet's channel shuffle and split).
+    GatherChannels {
+        src: usize,
+        dst: usize,
+        channels: Vec<usize>,
+    },
     /// f32 BatchNorm with running statistics, per channel (the innermost NHWC axis):
     /// `((x - mean) · inv_std) · gamma + beta`, the float op's formula and order (a BatchNorm
     /// PTQ could not fold, e.g. after a Concat in DenseNet).
@@ -330,6 +337,7 @@ impl Step {
             | Step::GlobalAvgPool { src, .. }
             | Step::Activation { src, .. }
             | Step::BatchNorm { src, .. }
+            | Step::GatherChannels { src, .. }
             | Step::ClampU8 { src, .. } => vec![src],
         }
     }
@@ -352,6 +360,7 @@ impl Step {
             | Step::Concat { dst, .. }
             | Step::Activation { dst, .. }
             | Step::BatchNorm { dst, .. }
+            | Step::GatherChannels { dst, .. }
             | Step::ClampU8 { dst, .. } => dst,
         }
     }

@@ -103,6 +103,16 @@ impl ModelSpec {
                     }
                     d0
                 }
+                Step::GatherChannels { channels, .. } => {
+                    want(dst, kind(s0))?;
+                    if channels.is_empty() || channels.iter().any(|&c| c >= d0.c) {
+                        return Err(ctx(format!("picks {channels:?} of {} channels", d0.c)));
+                    }
+                    Dims {
+                        c: channels.len(),
+                        ..d0
+                    }
+                }
                 Step::ClampU8 { .. } => {
                     want(s0, SlotKind::U8)?;
                     want(dst, SlotKind::U8)?;
