@@ -40,7 +40,7 @@ def run(args, timed=False):
         except ValueError:
             continue
     err = p.stderr.strip().splitlines()
-    err = [l for l in err if not l.startswith("\t")]
+    err = [l for l in err if not l.startswith("\t") and not l.startswith("Command exited")]
     return p.returncode, out, rss, (err[-1] if err else "")
 
 
@@ -61,7 +61,8 @@ def main(zoo, images, names):
             rc, ptq, rss, err = run(["ptq", "--model", model, *data, "--calib-samples", str(CALIB),
                                      "--limit", str(EVAL), "--out", plan, "--json"], timed=True)
             if rc != 0 or ptq is None:
-                print(f"| {name} | {'no' if 'load' in err.lower() else 'yes'} | ptq failed: {short(err)} | {rss or '-'} | | | | |", flush=True)
+                loads = "yes" if run(["info", "--model", model])[0] == 0 else "no"
+                print(f"| {name} | {loads} | ptq failed: {short(err)} | {rss or '-'} | | | | |", flush=True)
                 continue
             sqnr = ptq.get("output_sqnr_db")
             calib_s = ptq.get("calibration_seconds")
