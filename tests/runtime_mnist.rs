@@ -222,3 +222,47 @@ fn mixed_fp16_int8_fp32_plan_matches_simulation_and_reloads() {
         .0;
     assert_eq!(m.infer(&x).unwrap(), back.infer(&x).unwrap());
 }
+
+/// The runtime tests above run on the kernel path this CPU picks; this one runs them again in
+/// child processes with `QATLAS_KERNEL` forcing each other path the CPU has (portable always,
+/// avx2 / avxvnni / avx512vnni where present), so every path runs real models end to end, and
+/// says which did (straight to stderr, which libtest does not capture).
+#[test]
+fn runtime_tests_pass_on_every_kernel_path() {
+    use qatlas::kernels::int8::KernelPath;
+    use std::io::Write;
+    if std::env::var_os(qatlas::kernels::int8::KERNEL_ENV).is_some() {
+        return; // a child: the path is already forced
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut ran = Vec::new();
+    for p in KernelPath::ALL {
+        if p.missing().is_some() {
+            continue;
+        }
+        let o = std::process::Command::new(&exe)
+            .env(qatlas::kernels::int8::KERNEL_ENV, p.name())
+            .args(["--test-threads", "1", "simulation"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "runtime tests with QATLAS_KERNEL={} failed:\n{}",
+            p.name(),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains("test result: ok. 3 passed"),
+            "QATLAS_KERNEL={}: {stdout}",
+            p.name()
+        );
+        ran.push(p.name());
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "runtime tests ran on int8 paths: {}",
+        ran.join(", ")
+    );
+    assert!(ran.contains(&"portable"));
+}
