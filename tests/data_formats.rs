@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -61,14 +60,6 @@ fn tiny_idx() -> (Vec<u8>, Vec<u8>) {
         idx_bytes(0x08, &[3, 2, 3], &pixels),
         idx_bytes(0x08, &[3], &[2, 0, 1]),
     )
-}
-
-fn assert_quick(start: Instant) {
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "rejecting a bad header took {:?}",
-        start.elapsed()
-    );
 }
 
 // ---------------------------------------------------------------- IDX, good path
@@ -150,9 +141,7 @@ fn load_bad_idx(images: &[u8], labels: &[u8]) -> (DataError, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "train-images-idx3-ubyte", images);
     write(dir.path(), "train-labels-idx1-ubyte", labels);
-    let start = Instant::now();
     let e = load_split(dir.path(), Split::Train).unwrap_err();
-    assert_quick(start);
     assert!(
         e.to_string().ends_with(&path.display().to_string())
             || matches!(e, DataError::CountMismatch { .. }),
@@ -411,9 +400,7 @@ fn load_bad_npy(images: Option<Vec<u8>>, labels: Option<Vec<u8>>) -> (DataError,
     let labels = labels.unwrap_or_else(|| npy_bytes("<i8", "(2,)", &[0; 16]));
     write(dir.path(), "train_images.npy", &images);
     write(dir.path(), "train_labels.npy", &labels);
-    let start = Instant::now();
     let e = load_split(dir.path(), Split::Train).unwrap_err();
-    assert_quick(start);
     let msg = e.to_string();
     (e, msg)
 }

@@ -13,7 +13,6 @@ use qatlas::train::evaluate;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
@@ -93,12 +92,11 @@ fn sweep_matches_separate_runs_streams_rows_and_caches() {
         let db = row.layer_sqnr_db.unwrap();
         assert!(db > 10.0 && db < 60.0, "{}: {db}", row.layer);
     }
-    // A repeat with the same inputs comes from the cache, identical and at once.
-    let t = Instant::now();
+    // A repeat with the same inputs comes from the cache (the one path that sets `cached`;
+    // it computes nothing), identical; no wall-clock assertion.
     let again = sensitivity(&d, &cfg, Some(&cache), &stop, &|_| {}).unwrap();
     assert!(again.cached);
     assert_eq!(*again.report, *r);
-    assert!(t.elapsed().as_millis() < 200, "{:?}", t.elapsed());
     assert_eq!(cache.len(), 1);
     // A different plan is a different key; a raised stop flag cancels it.
     let mut other = plan.clone();

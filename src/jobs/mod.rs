@@ -68,15 +68,22 @@ pub(crate) struct StepThrottle {
 impl StepThrottle {
     /// Whether `e` should be sent.
     pub(crate) fn pass(&mut self, e: &TrainEvent) -> bool {
+        self.pass_at(e, std::time::Instant::now())
+    }
+
+    /// [`StepThrottle::pass`] at the time `now` (an injected clock, for tests).
+    fn pass_at(&mut self, e: &TrainEvent, now: std::time::Instant) -> bool {
         if let TrainEvent::Step {
             step, total_steps, ..
         } = *e
         {
-            let recent = self.last_sent.is_some_and(|t| t.elapsed().as_millis() < 20);
+            let recent = self
+                .last_sent
+                .is_some_and(|t| now.saturating_duration_since(t).as_millis() < 20);
             if recent && step != total_steps {
                 return false;
             }
-            self.last_sent = Some(std::time::Instant::now());
+            self.last_sent = Some(now);
         }
         true
     }
@@ -249,10 +256,16 @@ mod tests {
 
     #[test]
     fn throttle_keeps_first_and_last_steps_and_every_epoch() {
+        use std::time::{Duration, Instant};
         let mut t = StepThrottle::default();
-        assert!(t.pass(&step(1)));
-        assert!(!t.pass(&step(2)), "a step right after another is dropped");
-        assert!(t.pass(&step(10)), "the last step always goes out");
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(t.pass_at(&step(1), at(0)));
+        assert!(
+            !t.pass_at(&step(2), at(5)),
+            "a step right after another is dropped"
+        );
+        assert!(t.pass_at(&step(10), at(6)), "the last step always goes out");
         let rec = crate::train::EpochRecord {
             epoch: 0,
             train_loss: 1.0,
@@ -260,9 +273,15 @@ mod tests {
             images_per_s: 1.0,
             eval: None,
         };
-        assert!(t.pass(&TrainEvent::Epoch(rec)));
-        std::thread::sleep(std::time::Duration::from_millis(25));
-        assert!(t.pass(&step(3)), "after 20 ms a step passes again");
+        assert!(t.pass_at(&TrainEvent::Epoch(rec), at(7)));
+        assert!(
+            !t.pass_at(&step(3), at(25)),
+            "19 ms after the last one sent"
+        );
+        assert!(
+            t.pass_at(&step(3), at(26)),
+            "after 20 ms a step passes again"
+        );
     }
 
     #[test]
