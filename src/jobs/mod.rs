@@ -12,7 +12,7 @@ pub mod sweep;
 
 pub use analysis::{PlanEvent, PlanRequest, PlanWorker};
 pub use export::{ExportFormat, ExportReport, ExportSpec};
-pub use qat::{QatEvent, QatOutcome, QatSpec, run_qat};
+pub use qat::{QatError, QatEvent, QatOutcome, QatSpec, run_qat};
 pub use sweep::{IntegerCheck, SweepDone};
 
 use crate::data::{Dataset, Normalization};

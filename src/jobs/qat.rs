@@ -167,15 +167,27 @@ impl EpochHooks for Hooks<'_> {
 /// Runs QAT on `train` (evaluating on `eval` after each epoch if given) on this thread.
 /// Errors before training starts (bad plan, calibration failure) are returned as `Err`; errors
 /// during training come back in [`QatOutcome::error`] with the last good weights.
+/// Why a QAT run could not start or finish (errors during training end the run with the last
+/// good weights instead: [`QatOutcome::error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum QatError {
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}
+
 pub fn run_qat(
     spec: &QatSpec,
     train: &Dataset,
     eval: Option<&Dataset>,
     control: &Control,
     emit: &dyn Fn(JobEvent),
-) -> anyhow::Result<QatOutcome> {
+) -> Result<QatOutcome, QatError> {
     let norm: Normalization = spec.model.meta.normalization.clone();
-    let acc_of = |g: &crate::graph::Graph| -> anyhow::Result<Option<f64>> {
+    let acc_of = |g: &crate::graph::Graph| -> Result<Option<f64>, QatError> {
         Ok(match eval {
             Some(ds) => Some(evaluate(g, ds, &norm, 256)?.accuracy),
             None => None,
@@ -322,7 +334,7 @@ impl Job {
             let emit = |e: JobEvent| out.send(e);
             match run_qat(&spec, &train, eval.as_deref(), control, &emit) {
                 Ok(o) => out.send(JobEvent::QatFinished(Box::new(o))),
-                Err(e) => out.send(JobEvent::Failed(format!("QAT failed: {e:#}"))),
+                Err(e) => out.send(JobEvent::Failed(format!("QAT failed: {e}"))),
             }
         })
     }
