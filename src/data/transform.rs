@@ -165,35 +165,35 @@ fn crop_offset(size: u32, crop: u32) -> i64 {
     }
 }
 
-/// Decodes one image file (format guessed from its content; the `image` crate's default limits
-/// refuse headers that declare huge images).
-pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
+/// Opens an image file with its format guessed from the content (the `image` crate's default
+/// limits refuse headers that declare huge images).
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, DataError> {
     image::ImageReader::open(path)
         .map_err(|e| DataError::io(e, path))?
         .with_guessed_format()
-        .map_err(|e| DataError::io(e, path))?
-        .decode()
-        .map_err(|e| DataError::Image {
-            error: e.to_string(),
-            path: path.to_path_buf(),
-        })
+        .map_err(|e| DataError::io(e, path))
+}
+
+fn image_error(e: image::ImageError, path: &Path) -> DataError {
+    DataError::Image {
+        error: e.to_string(),
+        path: path.to_path_buf(),
+    }
+}
+
+/// Decodes one image file.
+pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
+    reader(path)?.decode().map_err(|e| image_error(e, path))
 }
 
 /// Reads only the header of an image file: `(height, width, has_colour)`.
 pub(crate) fn probe(path: &Path) -> Result<(u32, u32, bool), DataError> {
     use image::ImageDecoder;
-    let decoder = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(e, path))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(e, path))?
+    let decoder = reader(path)?
         .into_decoder()
-        .map_err(|e| DataError::Image {
-            error: e.to_string(),
-            path: path.to_path_buf(),
-        })?;
+        .map_err(|e| image_error(e, path))?;
     let (w, h) = decoder.dimensions();
-    let colour = decoder.color_type().has_color();
-    Ok((h, w, colour))
+    Ok((h, w, decoder.color_type().has_color()))
 }
 
 /// A named preprocessing recipe: transform plus normalisation.
