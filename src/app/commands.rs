@@ -1,9 +1,11 @@
 //! Applying [`Command`]s: each starts background work (a one-shot [`Task`] or a
 //! [`crate::jobs::Job`]) and records in [`super::state::Live`] what it is waiting for; the
 //! results come back through [`StudioApp::pump`]. Also the closures those workers run (read a
-//! dataset split, build a fresh network) and small helpers for file names and the recorded
-//! command line. Nothing here blocks the UI thread.
+//! dataset split, build a fresh network); file-name helpers are in `file_names.rs`. Nothing
+//! here blocks the UI thread.
 
+use super::file_names::default_file_name;
+pub use super::file_names::{cli_equivalent, with_model_extension};
 use super::state::{
     BundleView, Command, DataState, EvalRun, Loadable, ModelLoad, ModelOrigin, ModelView, Outcome,
     Pick, RunPhase, SplitKind, TrainRequest, TrainRun,
@@ -550,84 +552,4 @@ fn fresh_model(
             qat: None,
         },
     })
-}
-
-/// The `qatlas train` command line that reproduces a studio run (recorded in the model).
-pub fn cli_equivalent(req: &TrainRequest, data_dir: &Path, norm: &Normalization) -> String {
-    let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
-    format!(
-        "qatlas train --arch {} --data {} --epochs {} --lr {} --mean {} --std {} (run in the studio)",
-        req.arch.name(),
-        data_dir.display(),
-        req.epochs,
-        req.lr,
-        list(&norm.mean),
-        list(&norm.std)
-    )
-}
-
-/// `path` with the `.safetensors` extension the model format uses, added if missing.
-pub fn with_model_extension(path: PathBuf) -> PathBuf {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-    {
-        path
-    } else {
-        let mut s = path.into_os_string();
-        s.push(".safetensors");
-        PathBuf::from(s)
-    }
-}
-
-/// A file name suggested when saving `model`.
-fn default_file_name(model: &Model) -> String {
-    let base = model
-        .meta
-        .arch
-        .clone()
-        .unwrap_or_else(|| model.graph.name.clone());
-    let base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{base}_trained.safetensors")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::zoo::Arch;
-
-    #[test]
-    fn the_recorded_command_reproduces_the_run() {
-        let req = TrainRequest {
-            arch: Arch::Lenet5,
-            epochs: 3,
-            lr: 0.001,
-        };
-        let cmd = cli_equivalent(&req, Path::new("assets/mnist"), &Normalization::mnist());
-        assert_eq!(
-            cmd,
-            "qatlas train --arch lenet5 --data assets/mnist --epochs 3 --lr 0.001 --mean 0.1307 --std 0.3081 (run in the studio)"
-        );
-        assert_eq!(
-            with_model_extension("a/b".into()),
-            PathBuf::from("a/b.safetensors")
-        );
-        assert_eq!(
-            with_model_extension("a/b.SafeTensors".into()),
-            PathBuf::from("a/b.SafeTensors")
-        );
-        assert_eq!(
-            with_model_extension("a/b.v2".into()),
-            PathBuf::from("a/b.v2.safetensors")
-        );
-    }
 }

@@ -16,6 +16,7 @@ pub mod bench_control;
 pub mod bench_run;
 pub mod commands;
 pub mod export_control;
+pub mod file_names;
 pub mod format;
 pub mod frame_times;
 pub mod input;
