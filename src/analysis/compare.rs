@@ -140,14 +140,17 @@ pub fn compare(
     let run_images = ((1 << 20) / chw).clamp(1, batch.max(1));
     let runs = Loader::new(ds, norm, batch.max(1), None, false).flat_map(|(x, y)| {
         let n = y.len();
-        (0..n).step_by(run_images).map(move |a| {
-            let b = (a + run_images).min(n);
-            if (a, b) == (0, n) {
-                return (x.clone(), y.clone());
-            }
-            let part = x.slice_axis(Axis(0), Slice::from(a..b)).to_owned();
-            (part, y[a..b].to_vec())
-        })
+        if n <= run_images {
+            return vec![(x, y)];
+        }
+        (0..n)
+            .step_by(run_images)
+            .map(|a| {
+                let b = (a + run_images).min(n);
+                let part = x.slice_axis(Axis(0), Slice::from(a..b)).to_owned();
+                (part, y[a..b].to_vec())
+            })
+            .collect()
     });
     for (x, y) in runs {
         if stop.load(Ordering::Relaxed) {

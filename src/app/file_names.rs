@@ -35,15 +35,9 @@ pub fn with_model_extension(path: PathBuf) -> PathBuf {
     }
 }
 
-/// A file name suggested when saving `model`.
-pub(super) fn default_file_name(model: &Model) -> String {
-    let base = model
-        .meta
-        .arch
-        .clone()
-        .unwrap_or_else(|| model.graph.name.clone());
-    let base: String = base
-        .chars()
+/// `name` with everything but letters, digits, `-` and `_` replaced by `_` (a file-name stem).
+pub fn safe_stem(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -51,8 +45,17 @@ pub(super) fn default_file_name(model: &Model) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{base}_trained.safetensors")
+        .collect()
+}
+
+/// A file name suggested when saving `model`.
+pub(super) fn default_file_name(model: &Model) -> String {
+    let base = model
+        .meta
+        .arch
+        .clone()
+        .unwrap_or_else(|| model.graph.name.clone());
+    format!("{}_trained.safetensors", safe_stem(&base))
 }
 
 #[cfg(test)]

@@ -300,17 +300,11 @@ impl QatRun {
 
 /// `dir/<model>_qat_<precision>.safetensors`: the file name suggested when saving.
 pub fn default_file_name(model_name: &str, precision: QatPrecision) -> String {
-    let base: String = model_name
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{base}_qat_{}.safetensors", precision.name())
+    format!(
+        "{}_qat_{}.safetensors",
+        super::file_names::safe_stem(model_name),
+        precision.name()
+    )
 }
 
 #[cfg(test)]

@@ -214,43 +214,37 @@ impl Dataset {
         };
         let (scale, offset) = norm.affine(self.c, pre);
         let mut out = vec![0f32; indices.len() * chw];
-        if let Pixels::Files(files) = &self.pixels {
-            if let Some(&i) = indices.iter().find(|&&i| i >= self.n) {
-                panic!("sample index {i} out of range for {} samples", self.n);
-            }
-            files.decode_into(indices, &mut out, |dst, bytes| {
-                for ch in 0..self.c {
-                    let (s, o) = (scale[ch], offset[ch]);
-                    let span = ch * hw..(ch + 1) * hw;
-                    for (y, &x) in dst[span.clone()].iter_mut().zip(&bytes[span]) {
-                        *y = f32::from(x) * s + o;
-                    }
-                }
-            });
-            return tensor::from_vec(&[indices.len(), self.c, self.h, self.w], out);
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.n) {
+            panic!("sample index {i} out of range for {} samples", self.n);
         }
-        for (dst, &i) in out.chunks_exact_mut(chw.max(1)).zip(indices) {
-            assert!(
-                i < self.n,
-                "sample index {i} out of range for {} samples",
-                self.n
-            );
-            for ch in 0..self.c {
-                let (s, o) = (scale[ch], offset[ch]);
-                let start = i * chw + ch * hw;
-                let d = &mut dst[ch * hw..(ch + 1) * hw];
-                match &self.pixels {
-                    Pixels::U8(p) => {
-                        for (y, &x) in d.iter_mut().zip(&p[start..start + hw]) {
-                            *y = f32::from(x) * s + o;
-                        }
-                    }
-                    Pixels::F32(p) => {
-                        for (y, &x) in d.iter_mut().zip(&p[start..start + hw]) {
-                            *y = x * s + o;
-                        }
-                    }
-                    Pixels::Files(_) => unreachable!("handled above"),
+        // One image's planes, `x · scale[ch] + offset[ch]`, from u8 or f32 values.
+        fn fill<T: Copy>(dst: &mut [f32], src: &[T], hw: usize, sc: &[f32], of: &[f32])
+        where
+            f32: From<T>,
+        {
+            for (ch, (d, s)) in dst
+                .chunks_mut(hw.max(1))
+                .zip(src.chunks(hw.max(1)))
+                .enumerate()
+            {
+                let (k, b) = (sc[ch], of[ch]);
+                for (y, &x) in d.iter_mut().zip(s) {
+                    *y = f32::from(x) * k + b;
+                }
+            }
+        }
+        match &self.pixels {
+            Pixels::Files(files) => files.decode_into(indices, &mut out, |dst, bytes| {
+                fill(dst, bytes, hw, &scale, &offset)
+            }),
+            Pixels::U8(p) => {
+                for (dst, &i) in out.chunks_exact_mut(chw.max(1)).zip(indices) {
+                    fill(dst, &p[i * chw..(i + 1) * chw], hw, &scale, &offset);
+                }
+            }
+            Pixels::F32(p) => {
+                for (dst, &i) in out.chunks_exact_mut(chw.max(1)).zip(indices) {
+                    fill(dst, &p[i * chw..(i + 1) * chw], hw, &scale, &offset);
                 }
             }
         }
@@ -300,6 +294,14 @@ impl Normalization {
         Normalization {
             mean: vec![0.1307],
             std: vec![0.3081],
+        }
+    }
+
+    /// torchvision's ImageNet statistics (RGB).
+    pub fn imagenet() -> Self {
+        Normalization {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
         }
     }
 

@@ -212,10 +212,7 @@ pub fn presets() -> Vec<Preset> {
     vec![Preset {
         name: "imagenet",
         transform: ImageTransform::imagenet(),
-        normalization: Normalization {
-            mean: vec![0.485, 0.456, 0.406],
-            std: vec![0.229, 0.224, 0.225],
-        },
+        normalization: Normalization::imagenet(),
     }]
 }
 

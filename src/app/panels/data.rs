@@ -28,13 +28,7 @@ pub struct DataPanel {
 pub fn presets() -> [(&'static str, Normalization); 3] {
     [
         ("MNIST", Normalization::mnist()),
-        (
-            "ImageNet",
-            Normalization {
-                mean: vec![0.485, 0.456, 0.406],
-                std: vec![0.229, 0.224, 0.225],
-            },
-        ),
+        ("ImageNet", Normalization::imagenet()),
         ("none", Normalization::identity()),
     ]
 }

@@ -49,12 +49,13 @@ impl HistogramsPanel {
             return;
         };
         let Some(ev) = ws.eval.as_ref().map(|t| &t.value) else {
-            // No calibration runs without the training split: say why instead of spinning.
-            if let crate::app::state::Loadable::Failed(e) = &cx.live.data.train {
-                let text = format!(
-                    "No histograms: the training set (the calibration images) did not load: {e}. \
-                     Fix it in the Model & data tab."
-                );
+            // The evaluation cannot run (no data, a failed worker): say why instead of spinning,
+            // unless the data is still arriving.
+            let loading = [&cx.live.data.train, &cx.live.data.test]
+                .iter()
+                .any(|l| matches!(l, crate::app::state::Loadable::Loading));
+            if let (Some(why), false) = (&ws.eval_error, loading) {
+                let text = format!("No histograms: {why} (see the status line and Model & data).");
                 ui.label(RichText::new(text).color(ui.visuals().warn_fg_color));
                 return;
             }
