@@ -1,8 +1,10 @@
 //! The int8 GEMM kernel benchmark: GOP/s (2·M·N·K / time) of every int8 GEMM path this CPU runs
 //! (u8 x s8 -> s32, B pre-packed, A packed per call) and of the f32 GEMM (`kernels::sgemm`, the
 //! `gemm` crate) on the same shapes in the same run, interleaved, medians reported; the int8/f32
-//! ratio; and the percentage of each path's theoretical peak, `ops/cycle x clock x threads`,
-//! with the clock measured (dependent-add chain) and also read from `/proc/cpuinfo`.
+//! ratio; and the percentage of each path's peak measured on this CPU in the same run (its
+//! multiply instruction in independent register chains, `kernels::int8::path_peak`, times the
+//! threads; f32: the widest FMA the CPU has). The clock (dependent `imul` chain, and
+//! `/proc/cpuinfo`) is reported for reference only.
 //!
 //! Also, unless `int4` is off: the AVX2 kernels for int4-range weights (`vpmaddubsw` sums kept
 //! in s16 over several K groups, exact because |b| <= 8 or 16), on the same shapes.
@@ -12,8 +14,8 @@
 
 use super::{BenchError, median};
 use crate::kernels::int8::{
-    BLayout, KERNEL_ENV, KernelPath, MmmKernel, PackedB, Parallelism, Weights, gemm_u8s8_i32, peak,
-    select_kernel,
+    BLayout, KERNEL_ENV, KernelPath, MmmKernel, PackedB, Parallelism, Weights, gemm_u8s8_i32,
+    path_peak, peak, select_kernel,
 };
 use crate::kernels::{MatMut, MatRef, sgemm};
 use rand::{Rng, SeedableRng};
@@ -33,9 +35,6 @@ pub const SHAPES: [(usize, usize, usize); 5] = [
 
 /// The quick subset: 256^3 and 6272x144x32.
 pub const QUICK_SHAPES: [(usize, usize, usize); 2] = [SHAPES[0], SHAPES[4]];
-
-/// f32 FMA: 2 FMA pipes x 8 lanes x 2 flops per cycle (AVX2 + FMA, Zen 3).
-const F32_OPS_PER_CYCLE: f64 = 32.0;
 
 /// A run during which other processes used at least this many cores is "noisy".
 const NOISY_CORES: f64 = 0.2;
@@ -130,16 +129,25 @@ pub struct KernelCeiling {
     pub gops_per_core: f64,
 }
 
+/// A measured per-core peak.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PathPeak {
+    pub path: &'static str,
+    pub instruction: &'static str,
+    pub gops_per_core: f64,
+}
+
 /// The machine the numbers come from (field names are `qatlas bench gemm --json`'s).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GemmMachine {
     pub threads: usize,
     pub clock_hz_measured: Option<f64>,
     pub clock_hz_cpuinfo: Option<f64>,
-    pub clock_hz_used: f64,
-    pub avx2_int8_instr_ceiling_gops_per_core: Option<f64>,
-    pub fma_f32_instr_ceiling_gflops_per_core: Option<f64>,
     pub micro_kernel_l1_ceiling: Vec<KernelCeiling>,
+    /// The measured per-core peak of each int8 path that runs here (the "% of peak" basis).
+    pub path_peaks: Vec<PathPeak>,
+    /// The measured per-core f32 FMA peak (the f32 "% of peak" basis).
+    pub f32_peak: Option<PathPeak>,
     pub unavailable_paths: Vec<String>,
     pub repeats: usize,
 }
@@ -329,10 +337,26 @@ pub fn run_gemm(
         .collect();
     let clock = peak::measure_clock_hz();
     let cpuinfo = peak::cpuinfo_hz();
-    // A busy core makes the measured clock read low, never high: take the larger figure.
-    let hz = clock.unwrap_or(0.0).max(cpuinfo.unwrap_or(0.0));
-    let int8_ceiling = peak::measure_avx2_int8_ops();
-    let f32_ceiling = peak::measure_fma_f32_flops();
+    let path_peaks: Vec<PathPeak> = KernelPath::ALL
+        .into_iter()
+        .filter_map(|p| {
+            path_peak::measure_path_peak(p).map(|m| PathPeak {
+                path: p.name(),
+                instruction: m.instruction,
+                gops_per_core: m.ops_per_s / 1e9,
+            })
+        })
+        .collect();
+    let f32_peak = path_peak::measure_f32_peak().map(|m| PathPeak {
+        path: "f32",
+        instruction: m.instruction,
+        gops_per_core: m.ops_per_s / 1e9,
+    });
+    let peaks = Peaks {
+        paths: &path_peaks,
+        f32: f32_peak.as_ref(),
+        threads,
+    };
     let kernel_l1: Vec<_> = kernels
         .iter()
         .map(|k| KernelCeiling {
@@ -344,10 +368,9 @@ pub fn run_gemm(
         threads,
         clock_hz_measured: clock,
         clock_hz_cpuinfo: cpuinfo,
-        clock_hz_used: hz,
-        avx2_int8_instr_ceiling_gops_per_core: int8_ceiling.map(|x| x / 1e9),
-        fma_f32_instr_ceiling_gflops_per_core: f32_ceiling.map(|x| x / 1e9),
         micro_kernel_l1_ceiling: kernel_l1,
+        path_peaks: path_peaks.clone(),
+        f32_peak: f32_peak.clone(),
         unavailable_paths: unavailable,
         repeats: cfg.repeats,
     };
@@ -361,7 +384,7 @@ pub fn run_gemm(
         if stopped() {
             break;
         }
-        match measure_shape(cfg, &kernels, (m, k, n), hz, threads, stop)? {
+        match measure_shape(cfg, &kernels, (m, k, n), &peaks, stop)? {
             Some(row) => {
                 on_step(GemmStep::Row(&row));
                 report.results.push(row);
@@ -373,14 +396,30 @@ pub fn run_gemm(
     Ok(report)
 }
 
+/// The measured peaks of a run, for every thread.
+struct Peaks<'a> {
+    paths: &'a [PathPeak],
+    f32: Option<&'a PathPeak>,
+    threads: usize,
+}
+
+impl Peaks<'_> {
+    /// GOP/s of a path on all threads (0 when not measured, e.g. portable).
+    fn of(&self, path: &str) -> f64 {
+        self.paths
+            .iter()
+            .find(|p| p.path == path)
+            .map_or(0.0, |p| p.gops_per_core * self.threads as f64)
+    }
+}
+
 /// Measures every kernel and the f32 GEMM on one shape; `None` if stopped before one full
 /// interleaved round (a stop after that keeps the rounds measured).
 fn measure_shape(
     cfg: &GemmConfig,
     kernels: &[&'static MmmKernel],
     (m, k, n): (usize, usize, usize),
-    hz: f64,
-    threads: usize,
+    peaks: &Peaks<'_>,
     stop: &AtomicBool,
 ) -> Result<Option<GemmRow>, BenchError> {
     let stopped = || stop.load(Ordering::Relaxed);
@@ -460,12 +499,14 @@ fn measure_shape(
     let total_runs = secs.iter().map(Vec::len).sum::<usize>();
     let gops: Vec<f64> = meds.iter().map(|m| ops / m.0 / 1e9).collect();
     let f32_gops = gops[kernels.len()];
-    let f32_peak = F32_OPS_PER_CYCLE * hz * threads as f64 / 1e9;
+    let f32_peak = peaks
+        .f32
+        .map_or(0.0, |p| p.gops_per_core * peaks.threads as f64);
     let paths = kernels
         .iter()
         .enumerate()
         .map(|(i, kern)| {
-            let peak = kern.peak_ops_per_cycle * hz * threads as f64 / 1e9;
+            let peak = peaks.of(kern.path.name());
             GemmPathResult {
                 path: kern.path.name(),
                 kernel: kern.name,
@@ -493,7 +534,11 @@ fn measure_shape(
             gops: f32_gops,
             backend: "gemm crate (kernels::sgemm)",
             peak_gops: f32_peak,
-            pct_of_peak: 100.0 * f32_gops / f32_peak,
+            pct_of_peak: if f32_peak > 0.0 {
+                100.0 * f32_gops / f32_peak
+            } else {
+                0.0
+            },
         },
         stopped_early,
     }))
@@ -573,7 +618,12 @@ mod tests {
         // The JSON keeps the CLI's field names.
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(v["results"][0]["M"], 8);
-        assert!(v["machine"]["clock_hz_used"].is_number());
+        assert!(v["machine"]["path_peaks"].is_array());
+        // Every path that ran has a measured peak (portable has none), and so has f32.
+        for p in &report.results[0].paths {
+            assert_eq!(p.pct_of_peak.is_some(), p.path != "portable", "{p:?}");
+        }
+        assert!(report.results[0].f32.pct_of_peak > 0.0);
         assert!(v.get("stopped").is_none());
     }
 

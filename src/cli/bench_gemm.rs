@@ -93,38 +93,35 @@ pub fn print_report(report: &GemmReport) {
         .iter()
         .map(|r| serde_json::to_value(r).unwrap_or_default())
         .collect();
-    let m = &report.machine;
-    print_table(
-        &machine,
-        &rows,
-        m.clock_hz_used,
-        m.avx2_int8_instr_ceiling_gops_per_core.map(|x| x * 1e9),
-        m.fma_f32_instr_ceiling_gflops_per_core.map(|x| x * 1e9),
-        m.threads,
-    );
+    print_table(&machine, &rows, report.machine.threads);
 }
 
-fn print_table(
-    machine: &serde_json::Value,
-    rows: &[serde_json::Value],
-    hz: f64,
-    int8_ceiling: Option<f64>,
-    f32_ceiling: Option<f64>,
-    threads: usize,
-) {
+fn print_table(machine: &serde_json::Value, rows: &[serde_json::Value], threads: usize) {
     println!(
         "int8 GEMM (u8 x s8 -> s32, B pre-packed) vs f32 GEMM, {threads} thread(s), median of {}",
         machine["repeats"]
     );
     println!(
-        "clock for peaks {:.2} GHz (measured {:.2}, /proc/cpuinfo {:.2}); measured per-core \
-         instruction ceilings: vpmaddwd+vpaddd {:.1} GOP/s, f32 FMA {:.1} GFLOP/s",
-        hz / 1e9,
+        "clock {:.2} GHz measured ({:.2} in /proc/cpuinfo); % peak = of the path's peak measured \
+         now x {threads} thread(s)",
         machine["clock_hz_measured"].as_f64().unwrap_or(0.0) / 1e9,
         machine["clock_hz_cpuinfo"].as_f64().unwrap_or(0.0) / 1e9,
-        int8_ceiling.unwrap_or(0.0) / 1e9,
-        f32_ceiling.unwrap_or(0.0) / 1e9
     );
+    let peaks = machine["path_peaks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for p in peaks.iter().chain(std::iter::once(&machine["f32_peak"])) {
+        if p.is_null() {
+            continue;
+        }
+        println!(
+            "measured peak, one core: {:<10} {:<24} {:.1} GOP/s",
+            p["path"].as_str().unwrap_or(""),
+            p["instruction"].as_str().unwrap_or(""),
+            p["gops_per_core"].as_f64().unwrap_or(0.0)
+        );
+    }
     for k in machine["micro_kernel_l1_ceiling"]
         .as_array()
         .into_iter()

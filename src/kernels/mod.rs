@@ -6,9 +6,10 @@
 //!
 //! `int8` is the integer GEMM family (u8 x s8 -> s32, portable / AVX2 / VNNI micro-kernels chosen
 //! once at run time, zero-point compensation, requantization, int4 weights); `f16` converts fp16
-//! weights to f32 with F16C.
+//! weights to f32 with F16C; `depthwise` is the direct NHWC depthwise convolution (u8 and f32).
 
 pub mod alloc;
+pub mod depthwise;
 pub mod f16;
 pub mod int8;
 pub mod round;

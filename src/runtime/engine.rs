@@ -15,7 +15,7 @@ use super::layer::{Layer, Scratch, to_u8};
 use super::nhwc::{
     Window, avg_pool, chw_to_hwc, hwc_to_chw, max_pool, max_pool_2x2_u8, pool_windows,
 };
-use super::spec::{Dims, ModelSpec, QGrid, SlotKind, Step};
+use super::spec::{Act, Dims, ModelSpec, QGrid, SlotKind, Step};
 use super::store::TensorData;
 use crate::kernels::int8::Parallelism;
 use crate::ops::fake_quant::round_half_even;
@@ -84,6 +84,25 @@ fn quantize(v: f32, inv: f32, g: &QGrid) -> u8 {
 #[inline]
 fn dequantize(u: u8, g: &QGrid) -> f32 {
     (u as i32 - g.zero_point) as f32 * g.scale
+}
+
+/// `out[i] = quantize(f(dequantize(a[i]) + dequantize(b[i])))`: the float Add step's formula on
+/// u8 inputs and output, monomorphised per activation `f` so that the loop vectorizes.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn add_u8<F: Fn(f32) -> f32>(
+    a: &[u8],
+    ga: &QGrid,
+    b: &[u8],
+    gb: &QGrid,
+    f: F,
+    go: &QGrid,
+    out: &mut [u8],
+) {
+    let inv = go.inv_scale();
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = quantize(f(dequantize(x, ga) + dequantize(y, gb)), inv, go);
+    }
 }
 
 impl Engine {
@@ -484,6 +503,16 @@ impl Engine {
                 };
                 match output {
                     Some(go) => {
+                        if let (Some(ga), Some(gb)) = (a_grid, b_grid) {
+                            // The integer residual: one branch-free loop per activation.
+                            let (ua, ub) = (&usrc(*a)[..len], &usrc(*b)[..len]);
+                            match act {
+                                Act::None => add_u8(ua, ga, ub, gb, |v| v, go, &mut du[..len]),
+                                Act::Relu => add_u8(ua, ga, ub, gb, |v: f32| v.max(0.0), go, du),
+                                other => add_u8(ua, ga, ub, gb, |v| other.apply(v), go, du),
+                            }
+                            return Ok(());
+                        }
                         let inv = go.inv_scale();
                         for (i, o) in du[..len].iter_mut().enumerate() {
                             let v = act.apply(val(*a, a_grid, i) + val(*b, b_grid, i));

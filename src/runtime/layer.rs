@@ -16,6 +16,9 @@
 //! `clamp(round_half_even(y · (1/s_out)) + zp, lo, hi)` (activation as the same exact clamp),
 //! in a branch-free loop the compiler vectorizes; the GEMM writes s32 for it.
 
+mod depthwise;
+mod float_epilogue;
+
 use super::error::{RuntimeError, invalid};
 use super::nhwc::{im2row, im2row_u8};
 use super::spec::{Act, Dims, LayerKind, LayerSpec, QGrid, Requantization, WeightStorage};
@@ -74,6 +77,8 @@ pub struct Layer {
     out: Option<QGrid>,
     mode: Requantization,
     compute: Compute,
+    /// The direct form of a depthwise convolution (see [`depthwise`]).
+    depthwise: Option<depthwise::Depthwise>,
 }
 
 /// Grows `v` to at least `n` elements (never shrinks: buffers are shared by layers of
@@ -227,15 +232,29 @@ impl Layer {
             None => vec![0.0; l.cout],
         };
         let out = l.output.map(|g| clamp_grid(g, l.act));
+        let per_i = |v: &[i32], c: usize| v[if v.len() == 1 { 0 } else { c }];
+        let mut depthwise = None;
         let compute = match l.input {
-            None => Compute::Float(float_weights(l, data, len)?),
+            None => {
+                let w = float_weights(l, data, len)?;
+                if let Some(g) = &conv {
+                    depthwise = depthwise::Depthwise::new(g, l.cout, input, output, None, Some(&w));
+                }
+                Compute::Float(w)
+            }
             Some(gi) => {
                 let q = int_values(l, data, len)?;
+                if let Some(g) = &conv {
+                    let zp = |c: usize| per_i(&l.weight_zero_point, c);
+                    depthwise =
+                        depthwise::Depthwise::new(g, l.cout, input, output, Some((&q, &zp)), None);
+                }
                 let per_f = |v: &[f32], c: usize| v[if v.len() == 1 { 0 } else { c }];
-                let per_i = |v: &[i32], c: usize| v[if v.len() == 1 { 0 } else { c }];
                 let cg = l.cout / groups;
                 let mut packed = Vec::with_capacity(groups);
-                for g in 0..groups {
+                // A depthwise layer runs on its direct kernel: no per-channel GEMM packs.
+                let gemm_groups = if depthwise.is_some() { 0 } else { groups };
+                for g in 0..gemm_groups {
                     let zp: Vec<i32> = (g * cg..(g + 1) * cg)
                         .map(|c| per_i(&l.weight_zero_point, c))
                         .collect();
@@ -291,8 +310,9 @@ impl Layer {
                     }
                     _ => None,
                 };
-                let fused_f32 = match (out, mode, groups) {
-                    (Some(go), Requantization::Float, 1) => Some(FloatRequant {
+                let one_pass = groups == 1 || depthwise.is_some();
+                let fused_f32 = match (out, mode, one_pass) {
+                    (Some(go), Requantization::Float, true) => Some(FloatRequant {
                         scale: comb64.iter().map(|&c| c as f32).collect(),
                         bias: bias.clone(),
                         inv_out: go.inv_scale(),
@@ -327,12 +347,14 @@ impl Layer {
             out,
             mode,
             compute,
+            depthwise,
         })
     }
 
     /// The kernel the weights were packed for (integer layers).
     pub fn kernel_name(&self) -> Option<&'static str> {
         match &self.compute {
+            Compute::Int(_) if self.depthwise.is_some() => Some("direct depthwise u8 (SIMD)"),
             Compute::Int(p) => p.packed.first().map(|b| b.kernel().name),
             Compute::Float(_) => None,
         }
@@ -399,6 +421,10 @@ impl Layer {
         s: &mut Scratch,
         par: Parallelism,
     ) -> Result<(), RuntimeError> {
+        if let Some(dw) = &self.depthwise {
+            self.run_depthwise(dw, nb, x_u8, x_f32, out_u8, out_f32, s, par);
+            return Ok(());
+        }
         let m = self.rows(nb);
         let cg = self.cout / self.groups;
         match &self.compute {
@@ -416,7 +442,7 @@ impl Layer {
                     grow(&mut s.acc, m * cg);
                     let acc = &mut s.acc[..m * cg];
                     gemm_u8s8_i32_zp(a, m, p.zx, &p.packed[g], acc, par)?;
-                    self.int_epilogue(p, g, m, acc, out_u8, out_f32, &mut s.tmp_u8);
+                    self.int_epilogue(p, g * cg, cg, m, acc, out_u8, out_f32, &mut s.tmp_u8);
                 }
             }
             Compute::Float(w) => {
@@ -431,35 +457,26 @@ impl Layer {
                         false,
                         par == Parallelism::Rayon,
                     );
-                    self.float_epilogue(g, m, tmp, out_u8, out_f32);
+                    self.float_epilogue(g * cg, cg, m, tmp, out_u8, out_f32);
                 }
             }
         }
         Ok(())
     }
 
-    fn quant(&self, y: f32, g: &QGrid) -> u8 {
-        to_u8(
-            (round_half_even(y * g.inv_scale()) + g.zero_point as f32)
-                .max(g.lo as f32)
-                .min(g.hi as f32),
-        )
-    }
-
-    /// s32 accumulators of group `g` (`m x cout/groups`) to the output.
+    /// s32 accumulators of output channels `c0..c0 + cg` (`m x cg`) to the output.
     #[allow(clippy::too_many_arguments)]
     fn int_epilogue(
         &self,
         p: &IntParts,
-        g: usize,
+        c0: usize,
+        cg: usize,
         m: usize,
         acc: &mut [i32],
         out_u8: &mut [u8],
         out_f32: &mut [f32],
         tmp: &mut Vec<u8>,
     ) {
-        let cg = self.cout / self.groups;
-        let c0 = g * cg;
         for r in 0..m {
             let row = &mut acc[r * cg..(r + 1) * cg];
             let dst = r * self.cout + c0;
@@ -502,36 +519,6 @@ impl Layer {
                     for (j, &a) in row.iter().enumerate() {
                         let c = c0 + j;
                         out_f32[dst + j] = self.act.apply(a as f32 * p.comb[c] + self.bias[c]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// f32 GEMM results of group `g` (`m x cout/groups`) plus bias, activation, to the output.
-    fn float_epilogue(
-        &self,
-        g: usize,
-        m: usize,
-        y: &[f32],
-        out_u8: &mut [u8],
-        out_f32: &mut [f32],
-    ) {
-        let cg = self.cout / self.groups;
-        let c0 = g * cg;
-        let bias = &self.bias[c0..c0 + cg];
-        for r in 0..m {
-            let row = &y[r * cg..(r + 1) * cg];
-            let dst = r * self.cout + c0;
-            match self.out {
-                Some(go) => {
-                    for (j, (&v, &b)) in row.iter().zip(bias).enumerate() {
-                        out_u8[dst + j] = self.quant(self.act.apply(v + b), &go);
-                    }
-                }
-                None => {
-                    for (j, (&v, &b)) in row.iter().zip(bias).enumerate() {
-                        out_f32[dst + j] = self.act.apply(v + b);
                     }
                 }
             }

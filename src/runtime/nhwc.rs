@@ -289,9 +289,20 @@ pub fn hwc_to_chw<T: Copy>(x: &[T], d: Dims, y: &mut [T]) {
 /// `[c, h, w]` -> `[h, w, c]` of one image.
 pub fn chw_to_hwc<T: Copy>(x: &[T], d: Dims, y: &mut [T]) {
     let hw = d.h * d.w;
-    for ch in 0..d.c {
-        for p in 0..hw {
-            y[p * d.c + ch] = x[ch * hw + p];
+    let (x, y) = (&x[..hw * d.c], &mut y[..hw * d.c]);
+    if d.c == 3 {
+        // RGB images: three sequential reads, one sequential write, no index checks.
+        let (r, rest) = x.split_at(hw);
+        let (g, b) = rest.split_at(hw);
+        for (((px, &r), &g), &b) in y.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+            px.copy_from_slice(&[r, g, b]);
+        }
+        return;
+    }
+    // Pixel by pixel: writes stay sequential, reads walk `c` planes.
+    for (p, px) in y.chunks_exact_mut(d.c.max(1)).enumerate() {
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = x[ch * hw + p];
         }
     }
 }

@@ -25,7 +25,7 @@ pub enum KernelPath {
     AvxVnni,
     /// AVX-512 VNNI (`vpdpbusd` on zmm).
     Avx512Vnni,
-    /// AMX-INT8 tiles. Detected, never implemented: no AMX hardware to verify a kernel on.
+    /// AMX-INT8 tiles (`tdpbusd` on 16x64-byte tiles; needs the Linux tile permission).
     Amx,
 }
 
@@ -81,11 +81,18 @@ impl KernelPath {
                     ("avx512bw", std::is_x86_feature_detected!("avx512bw")),
                     ("avx512vnni", std::is_x86_feature_detected!("avx512vnni")),
                 ]),
-                KernelPath::Amx => Some(format!(
-                    "no AMX kernel is implemented (blocked: no AMX hardware to verify one on); \
-                     detection on this machine: {}",
-                    amx::detect()
-                )),
+                KernelPath::Amx => {
+                    // CPUID is a VM exit under a hypervisor (microseconds): read it once.
+                    static DETECTED: OnceLock<amx::AmxSupport> = OnceLock::new();
+                    let s = *DETECTED.get_or_init(amx::detect);
+                    if s.present() {
+                        amx::permission()
+                            .err()
+                            .map(|e| format!("Linux refused the AMX tile state: {e}"))
+                    } else {
+                        Some(format!("the CPU or OS lacks AMX-INT8: {s}"))
+                    }
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -139,6 +146,9 @@ impl KernelPath {
             KernelPath::AvxVnni => Ok(&vnni::AVXVNNI_MMM_U8S8I32_6X16),
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx512Vnni => Ok(&vnni::AVX512VNNI_MMM_U8S8I32_8X32),
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Amx => Ok(&amx::AMX_MMM_U8S8I32_32X32),
+            #[allow(unreachable_patterns)]
             _ => Err(Int8Error::Unavailable {
                 path: self.name(),
                 reason: "not implemented".into(),
@@ -194,6 +204,9 @@ pub struct MmmKernel {
     /// Columns of the s32 tile.
     pub nr: usize,
     pub format: PackFormat,
+    /// Packed K groups are padded with zeros to a multiple of this (AMX: 16, a whole tile of
+    /// K; 1 elsewhere), so the GEMM hands the kernel whole tiles only.
+    pub k_groups_multiple: usize,
     /// The largest |B| the kernel is exact for: 128 for every s8 weight; smaller for kernels that
     /// accumulate `vpmaddubsw` sums in s16 (only chosen for weights that fit, e.g. int4).
     pub b_abs_max: u8,
@@ -285,9 +298,10 @@ impl MmmKernel {
     }
 }
 
-/// The fastest path this CPU can run (AMX is never chosen: not implemented).
+/// The fastest path this CPU can run.
 pub fn best_available_kernel() -> &'static MmmKernel {
     [
+        KernelPath::Amx,
         KernelPath::Avx512Vnni,
         KernelPath::AvxVnni,
         KernelPath::Avx2,
@@ -333,8 +347,10 @@ mod tests {
             select_kernel(Some("sse9")),
             Err(Int8Error::UnknownPath { .. })
         ));
-        let amx = select_kernel(Some("AMX")).unwrap_err();
-        assert!(amx.to_string().contains("amx"), "{amx}");
+        match select_kernel(Some("AMX")) {
+            Ok(k) => assert_eq!(k.path, KernelPath::Amx),
+            Err(e) => assert!(e.to_string().contains("amx"), "{e}"),
+        }
         for p in KernelPath::ALL {
             match p.kernel() {
                 Ok(k) => assert_eq!(k.path, p),

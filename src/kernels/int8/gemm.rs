@@ -20,6 +20,19 @@ use std::cell::RefCell;
 /// K groups per slice: 256 groups = 512 K values (K2I16) or 1024 (K4I8); the B micro-panel of
 /// a slice is `256 · nr · 4` bytes = 16 KB for nr = 16.
 const KC_GROUPS: usize = 256;
+/// K groups per slice for AMX's 32x32 tiles: 128 groups (512 K values) keep the B micro-panel
+/// (16 KB) in L1 while the 16 KB A micro-panels stream from L2 (measured 5-12 % faster than
+/// 256 on 1024^3 and 2048^3, Sapphire Rapids class Xeon).
+const KC_GROUPS_AMX: usize = 128;
+
+/// The K slice length of a kernel, in groups (a multiple of its `k_groups_multiple`).
+fn kc_groups(kernel: &MmmKernel) -> usize {
+    if kernel.path == super::KernelPath::Amx {
+        KC_GROUPS_AMX
+    } else {
+        KC_GROUPS
+    }
+}
 /// Rows per task block (largest; a multiple of every kernel's mr: 6, 4 and 8).
 const MC: usize = 144;
 /// Columns per task block (largest; a multiple of every nr).
@@ -453,9 +466,10 @@ fn run(a: &[u8], m: usize, b: &PackedB, epi: &dyn Epilogue, par: Parallelism) {
                 epi.finish(blk, &mut s.c, ldc);
                 return;
             }
-            for g0 in (0..b.groups).step_by(KC_GROUPS) {
-                let gl = KC_GROUPS.min(b.groups - g0);
-                let (k0, kl) = (g0 * kg, (gl * kg).min(k - g0 * kg));
+            let kc = kc_groups(kernel);
+            for g0 in (0..b.groups).step_by(kc) {
+                let gl = kc.min(b.groups - g0);
+                let (k0, kl) = (g0 * kg, (gl * kg).min(k.saturating_sub(g0 * kg)));
                 let lda = gl * 4;
                 s.a.resize(rows_p * lda);
                 pack_a_block(

@@ -31,6 +31,7 @@ mod error;
 mod gemm;
 pub mod int4;
 mod pack;
+pub mod path_peak;
 pub mod peak;
 pub mod portable;
 mod requant;

@@ -3,7 +3,8 @@
 //! **B (weights), once**, panel by panel of `nr` columns; inside a panel, K group by K group;
 //! inside a group, column by column, 4 bytes per column (format K2I16: `b[2g][j], b[2g+1][j]`
 //! as two little-endian s16; format K4I8: `b[4g..4g+4][j]` as four s8). K is zero-padded to a
-//! whole group and N to a whole panel, so a kernel always reads full groups and full panels.
+//! whole group (and to the kernel's `k_groups_multiple`: a whole 16-group tile for AMX) and N to
+//! a whole panel, so a kernel always reads full groups and full panels.
 //! Column sums of B (for the zero-point compensation) are computed at the same time.
 //!
 //! **A (activations), per call**, by the driver: a block of rows × one K slice, row-major with
@@ -178,7 +179,10 @@ impl PackedB {
             }
         };
         let kg = kernel.format.k_group();
-        let (nr, groups, panels) = (kernel.nr, k.div_ceil(kg), n.div_ceil(kernel.nr));
+        let groups = k
+            .div_ceil(kg)
+            .next_multiple_of(kernel.k_groups_multiple.max(1));
+        let (nr, panels) = (kernel.nr, n.div_ceil(kernel.nr));
         let panel_bytes = groups * nr * 4;
         let mut data = AlignedBytes::zeroed(panels * panel_bytes);
         let mut col_sums = vec![0i32; n];

@@ -14,6 +14,7 @@ pub static PORTABLE_MMM_U8S8I32_4X16: MmmKernel = MmmKernel {
     mr: 4,
     nr: 16,
     format: PackFormat::K2I16,
+    k_groups_multiple: 1,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
     tile: portable_tile_4x16,
@@ -53,6 +54,7 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_6X16: MmmKernel = MmmKernel {
     mr: 6,
     nr: 16,
     format: PackFormat::K4I8,
+    k_groups_multiple: 1,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
     tile: portable_k4i8_tile_6x16,
@@ -65,17 +67,55 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_8X32: MmmKernel = MmmKernel {
     mr: 8,
     nr: 32,
     format: PackFormat::K4I8,
+    k_groups_multiple: 1,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
     tile: portable_k4i8_tile_8x32,
 };
 
-/// The portable twins of the VNNI kernels.
-pub fn vnni_format_twins() -> [&'static MmmKernel; 2] {
+/// Portable twin of `amx_mmm_u8s8i32_32x32` (K4I8, 32x32); see above.
+pub static PORTABLE_K4I8_MMM_U8S8I32_32X32: MmmKernel = MmmKernel {
+    name: "portable_k4i8_mmm_u8s8i32_32x32",
+    path: KernelPath::Portable,
+    mr: 32,
+    nr: 32,
+    format: PackFormat::K4I8,
+    k_groups_multiple: 16,
+    b_abs_max: 128,
+    peak_ops_per_cycle: 0.0,
+    tile: portable_k4i8_tile_32x32,
+};
+
+/// The portable twins of the VNNI and AMX kernels.
+pub fn vnni_format_twins() -> [&'static MmmKernel; 3] {
     [
         &PORTABLE_K4I8_MMM_U8S8I32_6X16,
         &PORTABLE_K4I8_MMM_U8S8I32_8X32,
+        &PORTABLE_K4I8_MMM_U8S8I32_32X32,
     ]
+}
+
+/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
+unsafe fn portable_k4i8_tile_32x32(
+    groups: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: as for the 6x16 twin, with 32 rows of A and 32 columns per B group.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, 31 * lda + groups * 4),
+            std::slice::from_raw_parts(b, groups * 32 * 4),
+        )
+    };
+    let acc = tile_accumulators::<32, 32>(PackFormat::K4I8, groups, a, lda, b);
+    // SAFETY: every `c + r * ldc + j` (r < 32, j < 32) is inside the tile the contract hands
+    // to this call alone.
+    unsafe { store_tile(&acc, c, ldc, accumulate) };
 }
 
 /// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].

@@ -23,6 +23,7 @@ mod x86 {
         mr: 6,
         nr: 16,
         format: PackFormat::K4I8,
+        k_groups_multiple: 1,
         // 2 vpdpbusd ymm / cycle x 32 MACs x 2 ops (Intel Alder Lake P-core figures).
         b_abs_max: 128,
         peak_ops_per_cycle: 128.0,
@@ -36,6 +37,7 @@ mod x86 {
         mr: 8,
         nr: 32,
         format: PackFormat::K4I8,
+        k_groups_multiple: 1,
         // 2 vpdpbusd zmm / cycle x 64 MACs x 2 ops (server cores with two 512-bit FMA units).
         b_abs_max: 128,
         peak_ops_per_cycle: 256.0,
