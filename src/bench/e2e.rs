@@ -2,8 +2,7 @@
 //! integer runtime, and timed against the float graph (`Graph::infer`) in the same run: images/s
 //! at a batch size (default 64) and single-image latency, medians of interleaved repeats
 //! (`timing::time_once`, one repeat at a time so a stop is honoured between them).
-//! Also the issue's targets and ONNX Runtime's quoted figures for context (quoted, not measured
-//! here). Takes loaded data; knows nothing of files, printing or egui.
+//! Takes loaded data; knows nothing of files, printing or egui.
 
 use super::timing::{E2eTiming, time_once};
 use super::{BenchError, median};
@@ -18,12 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Calibration images (the first ones of the training split), in batches of [`CALIB_BATCH`].
 pub const CALIB_IMAGES: usize = 1000;
 const CALIB_BATCH: usize = 250;
-
-/// The issue's targets (seed-cnn, 2 threads).
-pub const TARGET_IMAGES_PER_S: f64 = 150_000.0;
-pub const TARGET_LATENCY_US: f64 = 25.0;
-/// ONNX Runtime's figures the issue quotes: (runtime, images/s at batch 64, batch-1 µs).
-pub const ORT_QUOTED: [(&str, f64, f64); 2] = [("float", 74_400.0, 49.0), ("int8", 44_200.0, 58.0)];
 
 /// How to measure.
 #[derive(Clone, Debug, PartialEq, Serialize)]

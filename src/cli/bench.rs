@@ -69,10 +69,6 @@ pub struct BenchTrainArgs {
     pub json: bool,
 }
 
-/// PyTorch 2.15's steady-state training throughput for seed-cnn, batch 64, 2 threads on this
-/// machine class, as quoted by the foundation issue. A quoted target, not measured here.
-const PYTORCH_SEED_CNN_QUOTED: f64 = 10_300.0;
-
 /// Runs `qatlas bench`.
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
@@ -135,15 +131,11 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
     }
     set_float_backend(FloatBackend::Gemm);
     let (e, b) = (median(&mut engine), median(&mut baseline));
-    let quoted = (a.arch == Arch::SeedCnn && a.batch == 64 && threads == 2)
-        .then_some(PYTORCH_SEED_CNN_QUOTED);
     if a.json {
         print_json(&json!({
             "arch": a.arch.name(), "batch": a.batch, "threads": threads,
             "images_per_s": e, "baseline_images_per_s": b, "baseline": "matrixmultiply (ndarray dot) GEMM",
             "ratio": e / b,
-            "pytorch_quoted_images_per_s": quoted,
-            "ratio_to_pytorch_quoted": quoted.map(|q| e / q),
         }))?;
     } else {
         println!(
@@ -158,12 +150,6 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "  baseline (matrixmultiply)  {b:>9.0} img/s   ratio {:.2}x",
             e / b
         );
-        if let Some(q) = quoted {
-            println!(
-                "  PyTorch 2.15 (quoted, not measured here) {q:.0} img/s   ratio {:.2}x",
-                e / q
-            );
-        }
     }
     Ok(())
 }

@@ -40,12 +40,6 @@ pub struct BenchQatArgs {
     pub json: bool,
 }
 
-/// PyTorch 2.15 eager QAT on seed-cnn, batch 64, 2 threads, as quoted by the QAT issue (not
-/// measured here).
-const PYTORCH_QAT_QUOTED: f64 = 5_600.0;
-/// The issue's target for the same configuration.
-const TARGET: f64 = 8_400.0;
-
 /// Runs `qatlas bench qat`.
 pub fn run(a: BenchQatArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -86,15 +80,12 @@ pub fn run(a: BenchQatArgs) -> anyhow::Result<()> {
         float.push(ips_f);
     }
     let (q, f) = (median(&mut qat), median(&mut float));
-    let seed_cnn_setting = threads == 2 && a.batch == 64;
     if a.json {
         return print_json(&json!({
             "model": path.display().to_string(), "batch": a.batch, "threads": threads,
             "lsq": a.lsq,
             "qat_images_per_s": q, "float_images_per_s": f,
             "epoch_time_ratio": f / q,
-            "target_images_per_s": seed_cnn_setting.then_some(TARGET),
-            "pytorch_quoted_images_per_s": seed_cnn_setting.then_some(PYTORCH_QAT_QUOTED),
         }));
     }
     println!(
@@ -109,12 +100,5 @@ pub fn run(a: BenchQatArgs) -> anyhow::Result<()> {
         "  float  {f:>9.0} img/s   QAT epoch time = {:.2}x float",
         f / q
     );
-    if seed_cnn_setting {
-        println!(
-            "  target {TARGET:.0} img/s ({:.2}x of it); PyTorch 2.15 eager QAT (quoted, not measured here) {PYTORCH_QAT_QUOTED:.0} img/s ({:.2}x)",
-            q / TARGET,
-            q / PYTORCH_QAT_QUOTED
-        );
-    }
     Ok(())
 }

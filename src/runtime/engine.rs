@@ -13,7 +13,7 @@
 use super::error::{RuntimeError, invalid};
 use super::layer::{Layer, Scratch, to_u8};
 use super::nhwc::{
-    Window, avg_pool, chw_to_hwc, hwc_to_chw, max_pool, max_pool_2x2_u8, pool_windows,
+    Window, avg_pool, chw_to_hwc, hwc_to_chw, max_pool, max_pool_2x2_u8, max_pool_u8, pool_windows,
 };
 use super::spec::{Act, Dims, ModelSpec, QGrid, SlotKind, Step};
 use super::store::TensorData;
@@ -86,22 +86,44 @@ fn dequantize(u: u8, g: &QGrid) -> f32 {
     (u as i32 - g.zero_point) as f32 * g.scale
 }
 
-/// `out[i] = quantize(f(dequantize(a[i]) + dequantize(b[i])))`: the float Add step's formula on
-/// u8 inputs and output, monomorphised per activation `f` so that the loop vectorizes.
-#[allow(clippy::too_many_arguments)]
+/// The destination of an Add step: u8 on `grid`, or f32 when `grid` is `None`.
+struct AddOut<'a> {
+    grid: Option<&'a QGrid>,
+    du: &'a mut [u8],
+    df: &'a mut [f32],
+    len: usize,
+}
+
+/// `out[i] = act(a(i) + b(i))`, quantized when the output is u8: the float Add's formula,
+/// with the activation matched here, outside the element loop.
 #[inline(always)]
-fn add_u8<F: Fn(f32) -> f32>(
-    a: &[u8],
-    ga: &QGrid,
-    b: &[u8],
-    gb: &QGrid,
+fn add_step<A: Fn(usize) -> f32, B: Fn(usize) -> f32>(a: A, b: B, act: Act, out: AddOut<'_>) {
+    match act {
+        Act::None => add_loop(a, b, |v| v, out),
+        Act::Relu => add_loop(a, b, |v: f32| v.max(0.0), out),
+        other => add_loop(a, b, |v| other.apply(v), out),
+    }
+}
+
+#[inline(always)]
+fn add_loop<A: Fn(usize) -> f32, B: Fn(usize) -> f32, F: Fn(f32) -> f32>(
+    a: A,
+    b: B,
     f: F,
-    go: &QGrid,
-    out: &mut [u8],
+    out: AddOut<'_>,
 ) {
-    let inv = go.inv_scale();
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = quantize(f(dequantize(x, ga) + dequantize(y, gb)), inv, go);
+    match out.grid {
+        Some(go) => {
+            let inv = go.inv_scale();
+            for (i, o) in out.du[..out.len].iter_mut().enumerate() {
+                *o = quantize(f(a(i) + b(i)), inv, go);
+            }
+        }
+        None => {
+            for (i, o) in out.df[..out.len].iter_mut().enumerate() {
+                *o = f(a(i) + b(i));
+            }
+        }
     }
 }
 
@@ -425,7 +447,7 @@ impl Engine {
                             d,
                             &mut du[i * oe..(i + 1) * oe],
                         ),
-                        SlotKind::U8 => max_pool(
+                        SlotKind::U8 => max_pool_u8(
                             &usrc(*src)[i * ie..(i + 1) * ie],
                             d,
                             windows,
@@ -476,12 +498,19 @@ impl Engine {
                 for i in 0..nb {
                     for ch in 0..d.c {
                         // One channel's plane in CHW order, then the float op's `fast_sum`.
-                        for (p, t) in tmp.iter_mut().enumerate() {
-                            let at = i * ie + p * d.c + ch;
-                            *t = match input {
-                                Some(g) => dequantize(usrc(*src)[at], g),
-                                None => fsrc(*src)[at],
-                            };
+                        match input {
+                            Some(g) => {
+                                let xs = &usrc(*src)[i * ie..(i + 1) * ie];
+                                for (t, px) in tmp.iter_mut().zip(xs.chunks_exact(d.c)) {
+                                    *t = dequantize(px[ch], g);
+                                }
+                            }
+                            None => {
+                                let xs = &fsrc(*src)[i * ie..(i + 1) * ie];
+                                for (t, px) in tmp.iter_mut().zip(xs.chunks_exact(d.c)) {
+                                    *t = px[ch];
+                                }
+                            }
                         }
                         df[i * d.c + ch] = fast_sum(&tmp[..]) / hw as f32;
                     }
@@ -497,32 +526,34 @@ impl Engine {
                 ..
             } => {
                 let len = nb * self.dims[*a].elems();
-                let val = |s: usize, g: &Option<QGrid>, i: usize| match g {
-                    Some(g) => dequantize(usrc(s)[i], g),
-                    None => fsrc(s)[i],
+                // One monomorphised, branch-free loop per input kind pair and activation.
+                let out = AddOut {
+                    grid: output.as_ref(),
+                    du: &mut du[..],
+                    df: &mut df[..],
+                    len,
                 };
-                match output {
-                    Some(go) => {
-                        if let (Some(ga), Some(gb)) = (a_grid, b_grid) {
-                            // The integer residual: one branch-free loop per activation.
-                            let (ua, ub) = (&usrc(*a)[..len], &usrc(*b)[..len]);
-                            match act {
-                                Act::None => add_u8(ua, ga, ub, gb, |v| v, go, &mut du[..len]),
-                                Act::Relu => add_u8(ua, ga, ub, gb, |v: f32| v.max(0.0), go, du),
-                                other => add_u8(ua, ga, ub, gb, |v| other.apply(v), go, du),
-                            }
-                            return Ok(());
-                        }
-                        let inv = go.inv_scale();
-                        for (i, o) in du[..len].iter_mut().enumerate() {
-                            let v = act.apply(val(*a, a_grid, i) + val(*b, b_grid, i));
-                            *o = quantize(v, inv, go);
-                        }
+                match (a_grid, b_grid) {
+                    (Some(ga), Some(gb)) => {
+                        let (x, y) = (&usrc(*a)[..len], &usrc(*b)[..len]);
+                        add_step(
+                            |i| dequantize(x[i], ga),
+                            |i| dequantize(y[i], gb),
+                            *act,
+                            out,
+                        )
                     }
-                    None => {
-                        for (i, o) in df[..len].iter_mut().enumerate() {
-                            *o = act.apply(val(*a, a_grid, i) + val(*b, b_grid, i));
-                        }
+                    (Some(ga), None) => {
+                        let (x, y) = (&usrc(*a)[..len], &fsrc(*b)[..len]);
+                        add_step(|i| dequantize(x[i], ga), |i| y[i], *act, out)
+                    }
+                    (None, Some(gb)) => {
+                        let (x, y) = (&fsrc(*a)[..len], &usrc(*b)[..len]);
+                        add_step(|i| x[i], |i| dequantize(y[i], gb), *act, out)
+                    }
+                    (None, None) => {
+                        let (x, y) = (&fsrc(*a)[..len], &fsrc(*b)[..len]);
+                        add_step(|i| x[i], |i| y[i], *act, out)
                     }
                 }
             }

@@ -72,12 +72,14 @@ pub fn im2row_u8(
         // Runs of kw·cin bytes of common layers, copied as fixed-size arrays.
         let f = match g.kw * g.cin {
             3 => im2row_run::<3>,
+            21 => im2row_run::<21>,
             5 => im2row_run::<5>,
             9 => im2row_run::<9>,
             30 => im2row_run::<30>,
             48 => im2row_run::<48>,
             96 => im2row_run::<96>,
             192 => im2row_run::<192>,
+            384 => im2row_run::<384>,
             _ => return im2row_with(x, d, g, group, out, pad, col, copy_small),
         };
         return f(x, d, g, out, pad, col);
@@ -217,6 +219,23 @@ pub fn max_pool<T: Copy + PartialOrd>(x: &[T], d: Dims, wins: &[Window], y: &mut
                     if !(v <= *m) {
                         *m = v;
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`max_pool`] for u8 (no NaN to carry): a plain `max` per channel, which vectorizes.
+pub fn max_pool_u8(x: &[u8], d: Dims, wins: &[Window], y: &mut [u8]) {
+    let c = d.c;
+    for (o, win) in wins.iter().enumerate() {
+        let dst = &mut y[o * c..][..c];
+        dst.copy_from_slice(&x[(win.y0 * d.w + win.x0) * c..][..c]);
+        for iy in win.y0..win.y1 {
+            let row = &x[(iy * d.w + win.x0) * c..(iy * d.w + win.x1) * c];
+            for src in row.chunks_exact(c) {
+                for (m, &v) in dst.iter_mut().zip(src) {
+                    *m = (*m).max(v);
                 }
             }
         }
