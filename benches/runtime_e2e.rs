@@ -1,7 +1,7 @@
 //! End-to-end seed-cnn inference: the integer runtime (PTQ int8 and W4A8) versus the float graph,
 //! images/s at batch 64 and single-image latency, same run, medians.
-//! `cargo bench --no-default-features --bench runtime_e2e` (with options, JSON and the issue's
-//! targets: `qatlas bench e2e`). `QATLAS_E2E_PROFILE=<seconds>` instead runs only the int8
+//! `cargo bench --no-default-features --bench runtime_e2e` (with options and JSON: `qatlas bench
+//! e2e`). `QATLAS_E2E_PROFILE=<seconds>` instead runs only the int8
 //! model at batch 64 for that long (for `perf record`).
 
 use qatlas::bench::timing::measure;
