@@ -165,21 +165,13 @@ fn dw_rq_avx2(
     dw_rq_body(x, zx, w, s, y0, rq, out)
 }
 
-/// One block of `N <= BLOCK` channels starting at `c0` of output pixel (`oy`, `ox`).
+/// Taps of one output pixel that fall inside the image: (input pixel offset, weight offset), in
+/// elements, in tap order. Filters of up to `MAX_TAPS` taps use this list.
+const MAX_TAPS: usize = 49;
+
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dw_rq_block<const N: usize>(
-    x: &[u8],
-    zx: i32,
-    w: &[i32],
-    s: &DwShape,
-    (oy, ox, c0): (usize, usize, usize),
-    rq: &FloatRequant,
-    n: usize,
-    out: &mut [u8],
-) {
-    let c = s.c;
-    let mut acc = [0i32; N];
+fn pixel_taps(s: &DwShape, oy: usize, ox: usize, taps: &mut [(usize, usize); MAX_TAPS]) -> usize {
+    let mut n = 0;
     for ky in 0..s.kh {
         let Some(iy) = s.in_row(oy, ky) else {
             continue;
@@ -188,23 +180,35 @@ fn dw_rq_block<const N: usize>(
             let Some(ix) = s.in_col(ox, kx) else {
                 continue;
             };
-            let xo = (iy * s.w + ix) * c + c0;
-            let wo = (ky * s.kw + kx) * c + c0;
-            let (xv, wv) = (&x[xo..xo + n], &w[wo..wo + n]);
-            for l in 0..n.min(N) {
-                acc[l] = acc[l].wrapping_add((xv[l] as i32 - zx).wrapping_mul(wv[l]));
-            }
+            taps[n] = ((iy * s.w + ix) * s.c, (ky * s.kw + kx) * s.c);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// One block of `n <= N` channels starting at `c0` of one output pixel, over its `taps`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_rq_block<const N: usize>(
+    x: &[u8],
+    zx: i32,
+    w: &[i32],
+    taps: &[(usize, usize)],
+    c0: usize,
+    rq: &FloatRequant,
+    n: usize,
+    out: &mut [u8],
+) {
+    let mut acc = [0i32; N];
+    for &(xo, wo) in taps {
+        let (xv, wv) = (&x[xo + c0..xo + c0 + n], &w[wo + c0..wo + c0 + n]);
+        for l in 0..n.min(N) {
+            acc[l] = acc[l].wrapping_add((xv[l] as i32 - zx).wrapping_mul(wv[l]));
         }
     }
     let (sc, bi) = (&rq.scale[c0..c0 + n], &rq.bias[c0..c0 + n]);
-    for l in 0..n.min(N) {
-        let y = acc[l] as f32 * sc[l] + bi[l];
-        let q = (round_half_even(y * rq.inv_out) + rq.zero_point)
-            .max(rq.lo)
-            .min(rq.hi);
-        // q is an integer in 0..=255: adding 2^23 puts it in the mantissa's low bits.
-        out[l] = (q + 8_388_608.0).to_bits() as u8;
-    }
+    requant(&acc[..n], sc, bi, rq, &mut out[..n]);
 }
 
 #[inline(always)]
@@ -218,19 +222,43 @@ fn dw_rq_body(
     out: &mut [u8],
 ) {
     let (c, zx) = (s.c, zx as i32);
+    if s.kh * s.kw > MAX_TAPS {
+        // Large filters (rare): sums by the general kernel, then the same requantization.
+        let mut acc = vec![0i32; out.len()];
+        dw_u8_body(x, zx as u8, w, s, y0, &mut acc);
+        for (o, px) in out.chunks_exact_mut(c).zip(acc.chunks_exact(c)) {
+            requant(px, &rq.scale, &rq.bias, rq, o);
+        }
+        return;
+    }
+    let mut taps = [(0usize, 0usize); MAX_TAPS];
     for (r, orow) in out.chunks_exact_mut(s.row_len()).enumerate() {
         for (ox, o) in orow.chunks_exact_mut(c).enumerate() {
+            let nt = pixel_taps(s, y0 + r, ox, &mut taps);
+            let taps = &taps[..nt];
             let mut c0 = 0;
             while c0 + BLOCK <= c {
-                let at = (y0 + r, ox, c0);
-                dw_rq_block::<BLOCK>(x, zx, w, s, at, rq, BLOCK, &mut o[c0..c0 + BLOCK]);
+                dw_rq_block::<BLOCK>(x, zx, w, taps, c0, rq, BLOCK, &mut o[c0..c0 + BLOCK]);
                 c0 += BLOCK;
             }
             if c0 < c {
-                let at = (y0 + r, ox, c0);
-                dw_rq_block::<BLOCK>(x, zx, w, s, at, rq, c - c0, &mut o[c0..]);
+                dw_rq_block::<BLOCK>(x, zx, w, taps, c0, rq, c - c0, &mut o[c0..]);
             }
         }
+    }
+}
+
+/// `out = clamp(round_half_even((acc · scale + bias) · inv_out) + zero_point, lo, hi)`, the GEMM
+/// epilogue's float requantization, for consecutive channels.
+#[inline(always)]
+fn requant(acc: &[i32], scale: &[f32], bias: &[f32], rq: &FloatRequant, out: &mut [u8]) {
+    for (((o, &a), &sc), &bi) in out.iter_mut().zip(acc).zip(scale).zip(bias) {
+        let y = a as f32 * sc + bi;
+        let q = (round_half_even(y * rq.inv_out) + rq.zero_point)
+            .max(rq.lo)
+            .min(rq.hi);
+        // q is an integer in 0..=255: adding 2^23 puts it in the mantissa's low bits.
+        *o = (q + 8_388_608.0).to_bits() as u8;
     }
 }
 
@@ -388,6 +416,8 @@ mod tests {
             (9, 9, 37, 3, 2, 1),
             (6, 8, 64, 5, 1, 2),
             (4, 4, 17, 3, 2, 0),
+            // 81 taps: past MAX_TAPS, the general sums then the same requantization.
+            (10, 9, 20, 9, 1, 4),
         ] {
             let s = shape(h, w, c, k, stride, pad);
             let x: Vec<u8> = (0..s.input_len()).map(|_| next() as u8).collect();

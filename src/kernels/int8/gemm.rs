@@ -11,9 +11,9 @@
 
 use super::Int8Error;
 use super::dispatch::MmmKernel;
+use super::float_requant::float_requant_row;
 use super::pack::{AlignedBytes, PackedB, avx2_available, pack_a_block};
 use super::requant::{QuantOutput, Requant, requant_row};
-use crate::kernels::round::round_half_even;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -270,110 +270,6 @@ impl Epilogue for FloatRequantEpilogue<'_> {
             float_requant_row(self.simd, row, scale, bias, inv, zp, lo, hi, dst);
         }
     }
-}
-
-/// `dst[j] = clamp(round_half_even((acc[j]·scale[j] + bias[j])·inv) + zp, lo, hi)` as u8.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn float_requant_row(
-    simd: bool,
-    acc: &[i32],
-    scale: &[f32],
-    bias: &[f32],
-    inv: f32,
-    zp: f32,
-    lo: f32,
-    hi: f32,
-    dst: &mut [u8],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if simd && avx2_available() {
-        // SAFETY: AVX2 instructions only; the CPU has AVX2 (checked).
-        unsafe { float_requant_row_avx2(acc, scale, bias, inv, zp, lo, hi, dst) };
-        return;
-    }
-    float_requant_row_portable(acc, scale, bias, inv, zp, lo, hi, dst);
-}
-
-/// The portable body of [`float_requant_row`] (written so that it vectorizes: no `clamp`,
-/// whose bounds check keeps loops scalar).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn float_requant_row_portable(
-    acc: &[i32],
-    scale: &[f32],
-    bias: &[f32],
-    inv: f32,
-    zp: f32,
-    lo: f32,
-    hi: f32,
-    dst: &mut [u8],
-) {
-    for (((o, &a), &s), &b) in dst.iter_mut().zip(acc).zip(scale).zip(bias) {
-        let y = a as f32 * s + b;
-        let q = (round_half_even(y * inv) + zp).max(lo).min(hi);
-        // q is an integer in 0..=255: adding 2^23 puts it in the mantissa's low bits.
-        *o = (q + 8_388_608.0).to_bits() as u8;
-    }
-}
-
-/// [`float_requant_row_portable`] with AVX2 intrinsics, 8 columns at a time. The same IEEE
-/// single-precision sequence (convert, multiply, add, multiply, round half to even, add, clamp;
-/// no FMA contraction), so the results are identical: `vroundps` with round-to-nearest equals the
-/// 1.5·2^23 trick for |v| ≤ 2^22, and beyond that both end at `lo` or `hi` after the clamp.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2")]
-unsafe fn float_requant_row_avx2(
-    acc: &[i32],
-    scale: &[f32],
-    bias: &[f32],
-    inv: f32,
-    zp: f32,
-    lo: f32,
-    hi: f32,
-    dst: &mut [u8],
-) {
-    use std::arch::x86_64::*;
-    let n = acc.len().min(scale.len()).min(bias.len()).min(dst.len());
-    let full = n / 8 * 8;
-    let (vinv, vzp, vlo, vhi) = (
-        _mm256_set1_ps(inv),
-        _mm256_set1_ps(zp),
-        _mm256_set1_ps(lo),
-        _mm256_set1_ps(hi),
-    );
-    let mut j = 0;
-    while j < full {
-        // SAFETY: j + 8 <= n, and n is at most every slice's length.
-        unsafe {
-            let a = _mm256_cvtepi32_ps(_mm256_loadu_si256(acc.as_ptr().add(j).cast()));
-            let y = _mm256_add_ps(
-                _mm256_mul_ps(a, _mm256_loadu_ps(scale.as_ptr().add(j))),
-                _mm256_loadu_ps(bias.as_ptr().add(j)),
-            );
-            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(y, vinv),
-            );
-            let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzp), vlo), vhi);
-            let i = _mm256_cvtps_epi32(q);
-            // 8 x i32 in 0..=255 -> 8 bytes: pack to i16 within lanes, then to u8.
-            let w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
-            let b = _mm_packus_epi16(w, w);
-            _mm_storel_epi64(dst.as_mut_ptr().add(j).cast(), b);
-        }
-        j += 8;
-    }
-    float_requant_row_portable(
-        &acc[full..n],
-        &scale[full..n],
-        &bias[full..n],
-        inv,
-        zp,
-        lo,
-        hi,
-        &mut dst[full..n],
-    );
 }
 
 /// Per-thread scratch: the packed A block and the s32 block.

@@ -28,6 +28,7 @@ pub mod amx;
 mod avx2;
 mod dispatch;
 mod error;
+mod float_requant;
 mod gemm;
 pub mod int4;
 mod pack;
