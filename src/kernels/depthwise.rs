@@ -306,35 +306,32 @@ fn dw_f32_avx2(x: &[f32], w: &[f32], s: &DwShape, y0: usize, out: &mut [f32]) {
 
 #[inline(always)]
 fn dw_u8_body(x: &[u8], zx: u8, w: &[i32], s: &DwShape, y0: usize, acc: &mut [i32]) {
-    let (c, zx) = (s.c, zx as i32);
-    for (r, orow) in acc.chunks_exact_mut(s.row_len()).enumerate() {
-        orow.fill(0);
-        for ky in 0..s.kh {
-            let Some(iy) = s.in_row(y0 + r, ky) else {
-                continue;
-            };
-            let xrow = &x[iy * s.w * c..(iy + 1) * s.w * c];
-            for (ox, o) in orow.chunks_exact_mut(c).enumerate() {
-                for kx in 0..s.kw {
-                    let Some(ix) = s.in_col(ox, kx) else {
-                        continue;
-                    };
-                    let xv = &xrow[ix * c..(ix + 1) * c];
-                    let wv = &w[(ky * s.kw + kx) * c..(ky * s.kw + kx + 1) * c];
-                    for ((o, &xv), &wv) in o.iter_mut().zip(xv).zip(wv) {
-                        *o = o.wrapping_add((xv as i32 - zx).wrapping_mul(wv));
-                    }
-                }
-            }
-        }
-    }
+    let zx = zx as i32;
+    dw_body(x, w, s, y0, acc, 0, |o: i32, x: u8, w: i32| {
+        o.wrapping_add((x as i32 - zx).wrapping_mul(w))
+    })
 }
 
 #[inline(always)]
 fn dw_f32_body(x: &[f32], w: &[f32], s: &DwShape, y0: usize, out: &mut [f32]) {
+    dw_body(x, w, s, y0, out, 0.0, |o: f32, x: f32, w: f32| o + x * w)
+}
+
+/// The sums of both element types: `out = mac(out, x, w)` over every tap inside the image, in
+/// tap order, one pass over the channels of an input pixel per tap.
+#[inline(always)]
+fn dw_body<X: Copy, W: Copy, A: Copy>(
+    x: &[X],
+    w: &[W],
+    s: &DwShape,
+    y0: usize,
+    out: &mut [A],
+    zero: A,
+    mac: impl Fn(A, X, W) -> A,
+) {
     let c = s.c;
     for (r, orow) in out.chunks_exact_mut(s.row_len()).enumerate() {
-        orow.fill(0.0);
+        orow.fill(zero);
         for ky in 0..s.kh {
             let Some(iy) = s.in_row(y0 + r, ky) else {
                 continue;
@@ -348,7 +345,7 @@ fn dw_f32_body(x: &[f32], w: &[f32], s: &DwShape, y0: usize, out: &mut [f32]) {
                     let xv = &xrow[ix * c..(ix + 1) * c];
                     let wv = &w[(ky * s.kw + kx) * c..(ky * s.kw + kx + 1) * c];
                     for ((o, &xv), &wv) in o.iter_mut().zip(xv).zip(wv) {
-                        *o += xv * wv;
+                        *o = mac(*o, xv, wv);
                     }
                 }
             }
