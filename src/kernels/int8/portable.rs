@@ -17,33 +17,8 @@ pub static PORTABLE_MMM_U8S8I32_4X16: MmmKernel = MmmKernel {
     k_groups_multiple: 1,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
-    tile: portable_tile_4x16,
+    tile: portable_tile::<4, 16, false>,
 };
-
-/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
-unsafe fn portable_tile_4x16(
-    groups: usize,
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    c: *mut i32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    // SAFETY: the raw contract guarantees these input extents are readable. The output is
-    // written element by element through the pointer: the tile's rows are `ldc` apart and other
-    // tasks may write the columns in between, so no `&mut` slice may span them.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, 3 * lda + groups * 4),
-            std::slice::from_raw_parts(b, groups * 16 * 4),
-        )
-    };
-    let acc = tile_accumulators::<4, 16>(PackFormat::K2I16, groups, a, lda, b);
-    // SAFETY: every `c + r * ldc + j` (r < 4, j < 16) is inside the tile the contract hands
-    // to this call alone.
-    unsafe { store_tile(&acc, c, ldc, accumulate) };
-}
 
 /// Portable twin of `avxvnni_mmm_u8s8i32_6x16` (same K4I8 format and 6x16 tile). Not a
 /// selectable path: it lets the VNNI packing layout and driver paths run, and be tested, on
@@ -57,7 +32,7 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_6X16: MmmKernel = MmmKernel {
     k_groups_multiple: 1,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
-    tile: portable_k4i8_tile_6x16,
+    tile: portable_tile::<6, 16, true>,
 };
 
 /// Portable twin of `avx512vnni_mmm_u8s8i32_8x32` (K4I8, 8x32); see above.
@@ -70,7 +45,7 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_8X32: MmmKernel = MmmKernel {
     k_groups_multiple: 1,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
-    tile: portable_k4i8_tile_8x32,
+    tile: portable_tile::<8, 32, true>,
 };
 
 /// Portable twin of `amx_mmm_u8s8i32_32x32` (K4I8, 32x32); see above.
@@ -83,7 +58,7 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_32X32: MmmKernel = MmmKernel {
     k_groups_multiple: 16,
     b_abs_max: 128,
     peak_ops_per_cycle: 0.0,
-    tile: portable_k4i8_tile_32x32,
+    tile: portable_tile::<32, 32, true>,
 };
 
 /// The portable twins of the VNNI and AMX kernels.
@@ -95,31 +70,10 @@ pub fn vnni_format_twins() -> [&'static MmmKernel; 3] {
     ]
 }
 
+/// One `MR x NR` tile in plain Rust, format K4I8 if `K4` else K2I16.
+///
 /// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
-unsafe fn portable_k4i8_tile_32x32(
-    groups: usize,
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    c: *mut i32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    // SAFETY: as for the 6x16 twin, with 32 rows of A and 32 columns per B group.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, 31 * lda + groups * 4),
-            std::slice::from_raw_parts(b, groups * 32 * 4),
-        )
-    };
-    let acc = tile_accumulators::<32, 32>(PackFormat::K4I8, groups, a, lda, b);
-    // SAFETY: every `c + r * ldc + j` (r < 32, j < 32) is inside the tile the contract hands
-    // to this call alone.
-    unsafe { store_tile(&acc, c, ldc, accumulate) };
-}
-
-/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
-unsafe fn portable_k4i8_tile_6x16(
+unsafe fn portable_tile<const MR: usize, const NR: usize, const K4: bool>(
     groups: usize,
     a: *const u8,
     lda: usize,
@@ -133,37 +87,17 @@ unsafe fn portable_k4i8_tile_6x16(
     // tasks may write the columns in between, so no `&mut` slice may span them.
     let (a, b) = unsafe {
         (
-            std::slice::from_raw_parts(a, 5 * lda + groups * 4),
-            std::slice::from_raw_parts(b, groups * 16 * 4),
+            std::slice::from_raw_parts(a, (MR - 1) * lda + groups * 4),
+            std::slice::from_raw_parts(b, groups * NR * 4),
         )
     };
-    let acc = tile_accumulators::<6, 16>(PackFormat::K4I8, groups, a, lda, b);
-    // SAFETY: every `c + r * ldc + j` (r < 6, j < 16) is inside the tile the contract hands
-    // to this call alone.
-    unsafe { store_tile(&acc, c, ldc, accumulate) };
-}
-
-/// SAFETY contract: the raw micro-kernel contract of [`super::TileFn`].
-unsafe fn portable_k4i8_tile_8x32(
-    groups: usize,
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    c: *mut i32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    // SAFETY: the raw contract guarantees these input extents are readable. The output is
-    // written element by element through the pointer: the tile's rows are `ldc` apart and other
-    // tasks may write the columns in between, so no `&mut` slice may span them.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, 7 * lda + groups * 4),
-            std::slice::from_raw_parts(b, groups * 32 * 4),
-        )
+    let format = if K4 {
+        PackFormat::K4I8
+    } else {
+        PackFormat::K2I16
     };
-    let acc = tile_accumulators::<8, 32>(PackFormat::K4I8, groups, a, lda, b);
-    // SAFETY: every `c + r * ldc + j` (r < 8, j < 32) is inside the tile the contract hands
+    let acc = tile_accumulators::<MR, NR>(format, groups, a, lda, b);
+    // SAFETY: every `c + r * ldc + j` (r < MR, j < NR) is inside the tile the contract hands
     // to this call alone.
     unsafe { store_tile(&acc, c, ldc, accumulate) };
 }
