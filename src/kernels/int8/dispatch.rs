@@ -151,7 +151,7 @@ impl KernelPath {
             #[allow(unreachable_patterns)]
             _ => Err(Int8Error::Unavailable {
                 path: self.name(),
-                reason: "not implemented".into(),
+                reason: "no kernel of this path for this architecture".into(),
             }),
         }
     }

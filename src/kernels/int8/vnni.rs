@@ -4,9 +4,9 @@
 //! u8 x s8 pairs of each dword and adds the exact sum (at most 4·32,640) to the s32 accumulator
 //! with wrap-around: no intermediate saturation, so no widening is needed.
 //!
-//! NOT EXECUTED ON HARDWARE: the machine this was written on (AMD Zen 3) has neither AVX-VNNI nor
-//! AVX-512 VNNI. They compile, are selected only after `is_x86_feature_detected!`, and their
-//! bit-exactness tests skip with a message on CPUs without the feature.
+//! Both are selected only after `is_x86_feature_detected!`; their bit-exactness tests ran on AMD
+//! Zen 4 / Zen 5 (AVX-512 VNNI) and an Intel Xeon with AVX-VNNI and AMX, and skip with a message
+//! (a failure under `.ci/run`'s `QATLAS_REQUIRE_PATHS`) on CPUs without the feature.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::*;
