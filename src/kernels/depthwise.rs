@@ -194,7 +194,7 @@ fn dw_rq_block<const N: usize>(
     x: &[u8],
     zx: i32,
     w: &[i32],
-    taps: &[(usize, usize)],
+    (taps, base): (&[(usize, usize)], usize),
     c0: usize,
     rq: &FloatRequant,
     n: usize,
@@ -202,6 +202,7 @@ fn dw_rq_block<const N: usize>(
 ) {
     let mut acc = [0i32; N];
     for &(xo, wo) in taps {
+        let xo = base + xo;
         let (xv, wv) = (&x[xo + c0..xo + c0 + n], &w[wo + c0..wo + c0 + n]);
         for l in 0..n.min(N) {
             acc[l] = acc[l].wrapping_add((xv[l] as i32 - zx).wrapping_mul(wv[l]));
@@ -231,11 +232,34 @@ fn dw_rq_body(
         }
         return;
     }
+    // Interior pixels (the whole window inside the image) use the same taps relative to the
+    // window's first input pixel; only border pixels list theirs one by one.
+    let mut rel = [(0usize, 0usize); MAX_TAPS];
+    let mut nrel = 0;
+    for ky in 0..s.kh {
+        for kx in 0..s.kw {
+            let dy = ky * s.dilation[0];
+            let dx = kx * s.dilation[1];
+            rel[nrel] = ((dy * s.w + dx) * c, (ky * s.kw + kx) * c);
+            nrel += 1;
+        }
+    }
+    let (span_y, span_x) = ((s.kh - 1) * s.dilation[0], (s.kw - 1) * s.dilation[1]);
     let mut taps = [(0usize, 0usize); MAX_TAPS];
     for (r, orow) in out.chunks_exact_mut(s.row_len()).enumerate() {
+        let iy0 = ((y0 + r) * s.stride[0]).checked_sub(s.pad_top);
         for (ox, o) in orow.chunks_exact_mut(c).enumerate() {
-            let nt = pixel_taps(s, y0 + r, ox, &mut taps);
-            let taps = &taps[..nt];
+            let ix0 = (ox * s.stride[1]).checked_sub(s.pad_left);
+            let tb = match (iy0, ix0) {
+                (Some(iy), Some(ix)) if iy + span_y < s.h && ix + span_x < s.w => {
+                    (&rel[..nrel], (iy * s.w + ix) * c)
+                }
+                _ => {
+                    let nt = pixel_taps(s, y0 + r, ox, &mut taps);
+                    (&taps[..nt], 0)
+                }
+            };
+            let taps = tb;
             let mut c0 = 0;
             while c0 + BLOCK <= c {
                 dw_rq_block::<BLOCK>(x, zx, w, taps, c0, rq, BLOCK, &mut o[c0..c0 + BLOCK]);
