@@ -16,8 +16,7 @@
 //! every build; the f32 sums add the taps in the same order on every build (no fused multiply-add
 //! is formed: Rust does not contract `a * b + c`).
 
-use super::int8::FloatRequant;
-use super::round::round_half_even;
+use super::int8::{FloatRequant, float_requant_row_portable};
 
 /// Channels per register block of [`depthwise_u8_requant`].
 const BLOCK: usize = 16;
@@ -250,7 +249,7 @@ fn dw_rq_body(
         let iy0 = ((y0 + r) * s.stride[0]).checked_sub(s.pad_top);
         for (ox, o) in orow.chunks_exact_mut(c).enumerate() {
             let ix0 = (ox * s.stride[1]).checked_sub(s.pad_left);
-            let tb = match (iy0, ix0) {
+            let taps = match (iy0, ix0) {
                 (Some(iy), Some(ix)) if iy + span_y < s.h && ix + span_x < s.w => {
                     (&rel[..nrel], (iy * s.w + ix) * c)
                 }
@@ -259,7 +258,6 @@ fn dw_rq_body(
                     (&taps[..nt], 0)
                 }
             };
-            let taps = tb;
             let mut c0 = 0;
             while c0 + BLOCK <= c {
                 dw_rq_block::<BLOCK>(x, zx, w, taps, c0, rq, BLOCK, &mut o[c0..c0 + BLOCK]);
@@ -272,18 +270,11 @@ fn dw_rq_body(
     }
 }
 
-/// `out = clamp(round_half_even((acc · scale + bias) · inv_out) + zero_point, lo, hi)`, the GEMM
-/// epilogue's float requantization, for consecutive channels.
+/// The GEMM epilogue's float requantization (the same inlined row), for consecutive channels.
 #[inline(always)]
 fn requant(acc: &[i32], scale: &[f32], bias: &[f32], rq: &FloatRequant, out: &mut [u8]) {
-    for (((o, &a), &sc), &bi) in out.iter_mut().zip(acc).zip(scale).zip(bias) {
-        let y = a as f32 * sc + bi;
-        let q = (round_half_even(y * rq.inv_out) + rq.zero_point)
-            .max(rq.lo)
-            .min(rq.hi);
-        // q is an integer in 0..=255: adding 2^23 puts it in the mantissa's low bits.
-        *o = (q + 8_388_608.0).to_bits() as u8;
-    }
+    let (inv, zp, lo, hi) = (rq.inv_out, rq.zero_point, rq.lo, rq.hi);
+    float_requant_row_portable(acc, scale, bias, inv, zp, lo, hi, out)
 }
 
 /// f32 depthwise convolution of output rows `y0..` of one image (no bias): `out[r][ox][ch] =
@@ -380,6 +371,7 @@ fn dw_body<X: Copy, W: Copy, A: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::round::round_half_even;
 
     fn shape(h: usize, w: usize, c: usize, k: usize, stride: usize, pad: usize) -> DwShape {
         DwShape {

@@ -47,8 +47,9 @@ struct IntParts {
     zx: u8,
     /// The fused epilogue, when it can express the clamp (one group, u8 output, fixed point).
     fused: Option<Requant>,
-    /// The fused float epilogue (one group, u8 output, float requantization).
-    fused_f32: Option<FloatRequant>,
+    /// The float requantization (u8 output, `Requantization::Float`): fused into the GEMM for
+    /// one group and into the depthwise kernel, applied per row to other grouped sums.
+    float_rq: Option<FloatRequant>,
     mult: Vec<i32>,
     shift: Vec<u32>,
     bias_q: Vec<i32>,
@@ -75,7 +76,6 @@ pub struct Layer {
     act: Act,
     /// Output grid with the activation folded into `lo`/`hi` (u8 output), or `None` (f32).
     out: Option<QGrid>,
-    mode: Requantization,
     compute: Compute,
     /// The direct form of a depthwise convolution (see [`depthwise`]).
     depthwise: Option<depthwise::Depthwise>,
@@ -233,22 +233,20 @@ impl Layer {
         };
         let out = l.output.map(|g| clamp_grid(g, l.act));
         let per_i = |v: &[i32], c: usize| v[if v.len() == 1 { 0 } else { c }];
-        let mut depthwise = None;
+        let dw_shape = conv
+            .as_ref()
+            .and_then(|g| depthwise::shape(g, l.cout, input, output));
+        let depthwise;
         let compute = match l.input {
             None => {
                 let w = float_weights(l, data, len)?;
-                if let Some(g) = &conv {
-                    depthwise = depthwise::Depthwise::new(g, l.cout, input, output, None, Some(&w));
-                }
+                depthwise = dw_shape.map(|sh| depthwise::Depthwise::float(sh, &w));
                 Compute::Float(w)
             }
             Some(gi) => {
                 let q = int_values(l, data, len)?;
-                if let Some(g) = &conv {
-                    let zp = |c: usize| per_i(&l.weight_zero_point, c);
-                    depthwise =
-                        depthwise::Depthwise::new(g, l.cout, input, output, Some((&q, &zp)), None);
-                }
+                let zp = |c: usize| per_i(&l.weight_zero_point, c);
+                depthwise = dw_shape.map(|sh| depthwise::Depthwise::int(sh, &q, zp));
                 let per_f = |v: &[f32], c: usize| v[if v.len() == 1 { 0 } else { c }];
                 let cg = l.cout / groups;
                 let mut packed = Vec::with_capacity(groups);
@@ -310,9 +308,8 @@ impl Layer {
                     }
                     _ => None,
                 };
-                let one_pass = groups == 1 || depthwise.is_some();
-                let fused_f32 = match (out, mode, one_pass) {
-                    (Some(go), Requantization::Float, true) => Some(FloatRequant {
+                let float_rq = match (out, mode) {
+                    (Some(go), Requantization::Float) => Some(FloatRequant {
                         scale: comb64.iter().map(|&c| c as f32).collect(),
                         bias: bias.clone(),
                         inv_out: go.inv_scale(),
@@ -326,7 +323,7 @@ impl Layer {
                     packed,
                     zx: gi.zero_point as u8,
                     fused,
-                    fused_f32,
+                    float_rq,
                     mult,
                     shift,
                     bias_q,
@@ -345,7 +342,6 @@ impl Layer {
             bias,
             act: l.act,
             out,
-            mode,
             compute,
             depthwise,
         })
@@ -435,7 +431,7 @@ impl Layer {
                         gemm_u8s8_requant(a, m, p.zx, &p.packed[g], rq, out_u8, par)?;
                         continue;
                     }
-                    if let Some(rq) = &p.fused_f32 {
+                    if let Some(rq) = p.float_rq.as_ref().filter(|_| self.groups == 1) {
                         gemm_u8s8_requant_f32(a, m, p.zx, &p.packed[g], rq, out_u8, par)?;
                         continue;
                     }
@@ -480,8 +476,11 @@ impl Layer {
         for r in 0..m {
             let row = &mut acc[r * cg..(r + 1) * cg];
             let dst = r * self.cout + c0;
-            match (self.out, self.mode) {
-                (Some(go), Requantization::FixedPoint) => {
+            match (self.out, &p.float_rq) {
+                // The activation is already in the grid's lo/hi (exact, see the module doc).
+                (Some(_), Some(rq)) => rq.requant_row(c0, row, &mut out_u8[dst..dst + cg]),
+                // Fixed point (the float mode always carries `float_rq`).
+                (Some(go), None) => {
                     row.iter_mut()
                         .zip(&p.bias_q[c0..c0 + cg])
                         .for_each(|(a, &b)| *a = a.wrapping_add(b));
@@ -496,24 +495,6 @@ impl Layer {
                         &mut tmp[..],
                     );
                     out_u8[dst..dst + cg].copy_from_slice(tmp);
-                }
-                (Some(go), Requantization::Float) => {
-                    // The activation is already in go.lo/go.hi (exact, see the module doc); a
-                    // branch-free loop the compiler vectorizes.
-                    let (inv, zp) = (go.inv_scale(), go.zero_point as f32);
-                    let (lo, hi) = (go.lo as f32, go.hi as f32);
-                    let comb = &p.comb[c0..c0 + cg];
-                    let bias = &self.bias[c0..c0 + cg];
-                    for (((o, &a), &m), &b) in out_u8[dst..dst + cg]
-                        .iter_mut()
-                        .zip(row.iter())
-                        .zip(comb)
-                        .zip(bias)
-                    {
-                        let y = a as f32 * m + b;
-                        // max/min, not `clamp`: its bounds check keeps the loop scalar.
-                        *o = to_u8((round_half_even(y * inv) + zp).max(lo).min(hi));
-                    }
                 }
                 (None, _) => {
                     for (j, &a) in row.iter().enumerate() {

@@ -176,9 +176,6 @@ mod tiles {
         format: PackFormat::K4I8,
         k_groups_multiple: 16,
         b_abs_max: 128,
-        // One 16x16x64 `tdpbusd` (16,384 MACs) per 16 cycles per core (Intel's figure for
-        // Sapphire Rapids): 1,024 MACs = 2,048 ops per cycle.
-        peak_ops_per_cycle: 2048.0,
         tile: amx_mmm_u8s8i32_32x32,
     };
 

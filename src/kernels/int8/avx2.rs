@@ -29,9 +29,7 @@ mod x86 {
         nr: 16,
         format: PackFormat::K2I16,
         k_groups_multiple: 1,
-        // 2 vpmaddwd / cycle x 16 MACs x 2 ops (Zen 3: multiply pipes FP0 and FP3).
         b_abs_max: 128,
-        peak_ops_per_cycle: 64.0,
         tile: avx2_mmm_u8s8i32_6x16,
     };
 
@@ -111,8 +109,6 @@ mod x86 {
         format: PackFormat::K4I8,
         k_groups_multiple: 1,
         b_abs_max: 8,
-        // Per 8 groups: 96 vpmaddubsw + 12 vpmaddwd (multiply pipes) for 3072 MACs.
-        peak_ops_per_cycle: 2.0 * 2.0 * 3072.0 / 108.0,
         tile: avx2_mmm_u8s4i32_6x16,
     };
 
@@ -127,8 +123,6 @@ mod x86 {
         format: PackFormat::K4I8,
         k_groups_multiple: 1,
         b_abs_max: 64,
-        // 2 multiply-pipe instructions per 32 MACs.
-        peak_ops_per_cycle: 64.0,
         tile: avx2_mmm_u8s7i32_6x16,
     };
 
@@ -211,8 +205,6 @@ mod x86 {
         format: PackFormat::K4I8,
         k_groups_multiple: 1,
         b_abs_max: 16,
-        // Per 4 groups: 48 vpmaddubsw + 12 vpmaddwd for 1536 MACs.
-        peak_ops_per_cycle: 2.0 * 2.0 * 1536.0 / 60.0,
         tile: avx2_mmm_u8s5i32_6x16,
     };
 

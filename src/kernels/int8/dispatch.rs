@@ -210,10 +210,6 @@ pub struct MmmKernel {
     /// The largest |B| the kernel is exact for: 128 for every s8 weight; smaller for kernels that
     /// accumulate `vpmaddubsw` sums in s16 (only chosen for weights that fit, e.g. int4).
     pub b_abs_max: u8,
-    /// Theoretical int8 ops (2 per multiply-accumulate) per cycle per core of the instruction mix
-    /// on this machine class (AMD Zen 3 for AVX2; Intel figures for the VNNI paths); 0 when not
-    /// meaningful (portable). See `X86_64_INT8_GEMM.md`.
-    pub peak_ops_per_cycle: f64,
     pub(crate) tile: TileFn,
 }
 

@@ -59,7 +59,7 @@ fn float_requant_row_avx512(
 /// whose bounds check keeps loops scalar).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn float_requant_row_portable(
+pub(crate) fn float_requant_row_portable(
     acc: &[i32],
     scale: &[f32],
     bias: &[f32],

@@ -505,6 +505,26 @@ pub struct FloatRequant {
     pub hi: f32,
 }
 
+impl FloatRequant {
+    /// Requantizes one row of s32 sums of columns `j0..j0 + acc.len()` to u8 (the fused
+    /// epilogue's row, with the fastest build the CPU runs), for callers that computed the sums
+    /// themselves (grouped convolutions).
+    pub fn requant_row(&self, j0: usize, acc: &[i32], dst: &mut [u8]) {
+        let j1 = j0 + acc.len();
+        float_requant_row(
+            true,
+            acc,
+            &self.scale[j0..j1],
+            &self.bias[j0..j1],
+            self.inv_out,
+            self.zero_point,
+            self.lo,
+            self.hi,
+            dst,
+        );
+    }
+}
+
 /// `out = float_requant((A - a_zp) · (B - b_zp))` to u8 (see [`FloatRequant`]), fused into the
 /// GEMM's epilogue (the s32 block is requantized while it is in cache).
 pub fn gemm_u8s8_requant_f32(

@@ -43,6 +43,7 @@ pub use dispatch::{
     selected_kernel,
 };
 pub use error::Int8Error;
+pub(crate) use float_requant::float_requant_row_portable;
 pub use gemm::{
     FloatRequant, Parallelism, gemm_u8s8_i32, gemm_u8s8_i32_zp, gemm_u8s8_requant,
     gemm_u8s8_requant_f32,

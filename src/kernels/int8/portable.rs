@@ -16,7 +16,6 @@ pub static PORTABLE_MMM_U8S8I32_4X16: MmmKernel = MmmKernel {
     format: PackFormat::K2I16,
     k_groups_multiple: 1,
     b_abs_max: 128,
-    peak_ops_per_cycle: 0.0,
     tile: portable_tile::<4, 16, false>,
 };
 
@@ -31,7 +30,6 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_6X16: MmmKernel = MmmKernel {
     format: PackFormat::K4I8,
     k_groups_multiple: 1,
     b_abs_max: 128,
-    peak_ops_per_cycle: 0.0,
     tile: portable_tile::<6, 16, true>,
 };
 
@@ -44,7 +42,6 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_8X32: MmmKernel = MmmKernel {
     format: PackFormat::K4I8,
     k_groups_multiple: 1,
     b_abs_max: 128,
-    peak_ops_per_cycle: 0.0,
     tile: portable_tile::<8, 32, true>,
 };
 
@@ -57,7 +54,6 @@ pub static PORTABLE_K4I8_MMM_U8S8I32_32X32: MmmKernel = MmmKernel {
     format: PackFormat::K4I8,
     k_groups_multiple: 16,
     b_abs_max: 128,
-    peak_ops_per_cycle: 0.0,
     tile: portable_tile::<32, 32, true>,
 };
 

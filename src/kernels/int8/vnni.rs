@@ -24,9 +24,7 @@ mod x86 {
         nr: 16,
         format: PackFormat::K4I8,
         k_groups_multiple: 1,
-        // 2 vpdpbusd ymm / cycle x 32 MACs x 2 ops (Intel Alder Lake P-core figures).
         b_abs_max: 128,
-        peak_ops_per_cycle: 128.0,
         tile: avxvnni_mmm_u8s8i32_6x16,
     };
 
@@ -38,9 +36,7 @@ mod x86 {
         nr: 32,
         format: PackFormat::K4I8,
         k_groups_multiple: 1,
-        // 2 vpdpbusd zmm / cycle x 64 MACs x 2 ops (server cores with two 512-bit FMA units).
         b_abs_max: 128,
-        peak_ops_per_cycle: 256.0,
         tile: avx512vnni_mmm_u8s8i32_8x32,
     };
 

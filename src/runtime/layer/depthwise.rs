@@ -26,52 +26,44 @@ pub(super) struct Depthwise {
     weights: DwWeights,
 }
 
+/// The depthwise geometry of a convolution, if it is one (one filter per channel, no channel
+/// multiplier).
+pub(super) fn shape(g: &ConvGeom, cout: usize, input: Dims, output: Dims) -> Option<DwShape> {
+    (g.groups == cout && g.cin == cout && input.c == cout && cout > 1).then_some(DwShape {
+        h: input.h,
+        w: input.w,
+        c: cout,
+        oh: output.h,
+        ow: output.w,
+        kh: g.kh,
+        kw: g.kw,
+        stride: g.stride,
+        dilation: g.dilation,
+        pad_top: g.pads[0],
+        pad_left: g.pads[1],
+    })
+}
+
+/// `[tap][channel]` from the layer's `[channel][tap]` weights (row-major taps `ky · kw + kx`,
+/// the GEMM's K order when each group has one input channel).
+fn tap_major<T: Copy, U>(sh: &DwShape, w: &[T], f: impl Fn(T, usize) -> U) -> Vec<U> {
+    let (taps, c) = (sh.kh * sh.kw, sh.c);
+    (0..taps * c)
+        .map(|i| f(w[(i % c) * taps + i / c], i % c))
+        .collect()
+}
+
 impl Depthwise {
-    /// The depthwise form of a convolution, if it is one: `w_at(c, tap)` reads the weight of
-    /// output channel `c` at filter tap `tap` (row-major `ky · kw + kx`, the GEMM's K order when
-    /// each group has one input channel).
-    pub(super) fn new(
-        g: &ConvGeom,
-        cout: usize,
-        input: Dims,
-        output: Dims,
-        int: Option<(&[i8], &dyn Fn(usize) -> i32)>,
-        float: Option<&[f32]>,
-    ) -> Option<Self> {
-        if !(g.groups == cout && g.cin == cout && input.c == cout && cout > 1) {
-            return None;
-        }
-        let taps = g.kh * g.kw;
-        let shape = DwShape {
-            h: input.h,
-            w: input.w,
-            c: cout,
-            oh: output.h,
-            ow: output.w,
-            kh: g.kh,
-            kw: g.kw,
-            stride: g.stride,
-            dilation: g.dilation,
-            pad_top: g.pads[0],
-            pad_left: g.pads[1],
-        };
-        let weights = match (int, float) {
-            (Some((q, zp)), _) => DwWeights::Int(
-                (0..taps * cout)
-                    .map(|i| {
-                        let (t, c) = (i / cout, i % cout);
-                        q[c * taps + t] as i32 - zp(c)
-                    })
-                    .collect(),
-            ),
-            (None, Some(w)) => DwWeights::F32(
-                (0..taps * cout)
-                    .map(|i| w[(i % cout) * taps + i / cout])
-                    .collect(),
-            ),
-            (None, None) => return None,
-        };
-        Some(Depthwise { shape, weights })
+    /// Integer weights: the s8 values minus the channel's zero point `zp(c)`.
+    pub(super) fn int(shape: DwShape, q: &[i8], zp: impl Fn(usize) -> i32) -> Self {
+        let weights = DwWeights::Int(tap_major(&shape, q, |v, c| v as i32 - zp(c)));
+        Depthwise { shape, weights }
+    }
+
+    /// f32 weights.
+    pub(super) fn float(shape: DwShape, w: &[f32]) -> Self {
+        let weights = DwWeights::F32(tap_major(&shape, w, |v, _| v));
+        Depthwise { shape, weights }
     }
 }
 
@@ -97,8 +89,7 @@ impl Layer {
             (
                 Compute::Int(
                     p @ IntParts {
-                        fused_f32: Some(rq),
-                        ..
+                        float_rq: Some(rq), ..
                     },
                 ),
                 DwWeights::Int(w),
