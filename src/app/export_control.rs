@@ -195,7 +195,7 @@ impl StudioApp {
         for e in job.drain() {
             match e {
                 JobEvent::Exported(r) => result = Some(r),
-                JobEvent::Failed(m) => result = Some(Err(m)),
+                JobEvent::Failed(e) => result = Some(Err(e.to_string())),
                 _ => {}
             }
         }

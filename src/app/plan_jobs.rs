@@ -287,8 +287,8 @@ impl PlanJobs {
             for e in w.job.drain() {
                 match e {
                     JobEvent::Plan(pe) => self.on_plan_event(pe, ws, now, &mut effects),
-                    JobEvent::Failed(msg) => {
-                        ws.eval_error = Some(msg);
+                    JobEvent::Failed(e) => {
+                        ws.eval_error = Some(e.to_string());
                         self.evals.clear();
                         ws.pending = None;
                     }
@@ -304,8 +304,8 @@ impl PlanJobs {
                     JobEvent::SweepDone(d) => {
                         ws.sweep.cached = d.cached;
                     }
-                    JobEvent::Failed(msg) => {
-                        ws.sweep.error = Some(msg);
+                    JobEvent::Failed(e) => {
+                        ws.sweep.error = Some(e.to_string());
                     }
                     _ => {}
                 }
@@ -320,7 +320,7 @@ impl PlanJobs {
                 match e {
                     JobEvent::Search(se) => ws.on_search_event(se),
                     JobEvent::SearchDone(r) => ws.on_search_done(*r),
-                    JobEvent::Failed(msg) => ws.search.error = Some(msg),
+                    JobEvent::Failed(e) => ws.search.error = Some(e.to_string()),
                     _ => {}
                 }
             }
@@ -337,9 +337,10 @@ impl PlanJobs {
                         ws.latency = Some(Tagged { rev, value: l });
                         ws.latency_error = None;
                     }
-                    JobEvent::Latency(Err(msg)) => ws.latency_error = Some(msg),
+                    JobEvent::Latency(Err(e)) => ws.latency_error = Some(e.to_string()),
                     JobEvent::IntegerAccuracy(r) => {
-                        ws.integer = Some(Tagged { rev, value: r });
+                        let value = r.map_err(|e| e.to_string());
+                        ws.integer = Some(Tagged { rev, value });
                     }
                     _ => {}
                 }

@@ -229,9 +229,9 @@ impl QatRun {
                 self.notes.push(note)
             }
             JobEvent::QatFinished(outcome) => self.finish(*outcome, at),
-            JobEvent::Failed(msg) => {
+            JobEvent::Failed(e) => {
                 self.job = None;
-                self.phase = QatPhase::Failed(msg);
+                self.phase = QatPhase::Failed(e.to_string());
             }
             _ => {}
         }

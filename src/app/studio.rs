@@ -301,8 +301,8 @@ impl StudioApp {
                     self.live.last_eval = Some((model_id, r));
                     done = true;
                 }
-                JobEvent::Failed(msg) => {
-                    self.live.error(msg);
+                JobEvent::Failed(e) => {
+                    self.live.error(e.to_string());
                     done = true;
                 }
                 _ => {}
@@ -324,13 +324,31 @@ impl StudioApp {
         };
         match e {
             JobEvent::Train(te) => run.progress.apply(&te, at),
-            JobEvent::Trained { model, summary } => {
+            JobEvent::Trained {
+                model,
+                summary,
+                diverged,
+            } => {
                 run.job = None;
-                run.phase = RunPhase::Finished {
-                    stopped_early: summary.stopped,
-                    steps: summary.steps,
-                    seconds: summary.seconds,
+                // A diverged run still hands back its last good weights: they become the
+                // model, and the run shows why it ended.
+                let failure = diverged.map(|d| {
+                    format!(
+                        "training diverged: {d}; the model keeps the weights after step {} (lower the learning rate)",
+                        summary.steps
+                    )
+                });
+                run.phase = match &failure {
+                    Some(msg) => RunPhase::Failed(msg.clone()),
+                    None => RunPhase::Finished {
+                        stopped_early: summary.stopped,
+                        steps: summary.steps,
+                        seconds: summary.seconds,
+                    },
                 };
+                if let Some(msg) = failure {
+                    self.live.error(msg);
+                }
                 let id = self.live.next_model_id();
                 self.live.wanted_model = id;
                 let origin = ModelOrigin::Trained {
@@ -340,8 +358,9 @@ impl StudioApp {
                     Outcome::TrainedReady(ModelView::prepare(id, model, origin))
                 });
             }
-            JobEvent::Failed(msg) => {
+            JobEvent::Failed(e) => {
                 run.job = None;
+                let msg = e.to_string();
                 run.phase = RunPhase::Failed(msg.clone());
                 self.live.error(msg);
             }

@@ -163,7 +163,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let summary = train(
+    let result = train(
         &mut graph,
         &train_ds,
         &norm,
@@ -171,8 +171,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         eval_ds.as_ref(),
         &control,
         &mut on_event,
-    )?;
+    );
     pb.finish_and_clear();
+    // A divergence still leaves the last good weights in `graph`: they are written, then the
+    // run fails naming the file.
+    let (summary, diverged) = match result {
+        Ok(s) => (s, None),
+        Err(e) => match e.diverged_summary() {
+            Some(s) => (s.clone(), Some(e.to_string())),
+            None => return Err(e.into()),
+        },
+    };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let model = Model {
         graph,
@@ -187,6 +196,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         },
     };
     save_model(&model, &a.out).context("saving the trained model")?;
+    if let Some(message) = diverged {
+        anyhow::bail!(
+            "training diverged: {message}; the last good weights were written to {}",
+            a.out.display()
+        );
+    }
     let last = summary.history.epochs.last();
     let eval = last.and_then(|r| r.eval.clone());
     if a.json {

@@ -164,9 +164,7 @@ fn serve(model: &Graph, rx: Receiver<PlanRequest>, out: &Outbox) {
     let mut session = match PlanSession::new(model) {
         Ok(s) => Some(s),
         Err(e) => {
-            out.send(JobEvent::Failed(format!(
-                "the plan tools cannot work on this model: {e}"
-            )));
+            out.send(JobEvent::Failed(super::JobError::PlanTools(e)));
             None
         }
     };

@@ -5,19 +5,24 @@
 //! of egui.
 
 pub mod analysis;
+pub mod error;
 pub mod export;
 pub mod qat;
 pub mod qat_request;
 pub mod sweep;
 
 pub use analysis::{PlanEvent, PlanRequest, PlanWorker};
+pub use error::{IntegerCheckError, JobError};
 pub use export::{ExportFormat, ExportReport, ExportSpec};
 pub use qat::{QatError, QatEvent, QatOutcome, QatSpec, run_qat};
 pub use sweep::{IntegerCheck, SweepDone};
 
 use crate::data::{Dataset, Normalization};
 use crate::io::Model;
-use crate::train::{Control, EvalResult, TrainConfig, TrainEvent, TrainSummary, evaluate, train};
+use crate::train::{
+    Control, Divergence, EvalResult, TrainConfig, TrainError, TrainEvent, TrainSummary, evaluate,
+    train,
+};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,10 +34,13 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 #[derive(Debug)]
 pub enum JobEvent {
     Train(TrainEvent),
-    /// A training job finished: the trained model and its summary.
+    /// A training job finished (or stopped, or diverged): the trained model and its summary.
+    /// With `diverged`, a non-finite step ended the run and the model holds the last good
+    /// weights, those after `summary.steps` steps.
     Trained {
         model: Arc<Model>,
         summary: TrainSummary,
+        diverged: Option<Divergence>,
     },
     Evaluated(EvalResult),
     /// Quantization-aware training progress besides steps and epochs.
@@ -45,17 +53,17 @@ pub enum JobEvent {
     Sweep(crate::analysis::sensitivity::SensitivityEvent),
     SweepDone(SweepDone),
     /// Per-layer latency of a plan on the integer runtime (or why it could not be measured).
-    Latency(Result<Arc<crate::bench::latency::PlanLatency>, String>),
+    Latency(Result<Arc<crate::bench::latency::PlanLatency>, crate::bench::BenchError>),
     /// Accuracy and images of a plan converted to the integer runtime.
-    IntegerAccuracy(Result<(f64, usize), String>),
+    IntegerAccuracy(Result<(f64, usize), IntegerCheckError>),
     /// A file written and read back (or why not).
     Exported(Result<ExportReport, String>),
     /// A mixed-precision search's baseline or another evaluated plan.
     Search(crate::analysis::search::SearchEvent),
     /// A mixed-precision search ended (stopped or within its budget).
     SearchDone(Box<crate::analysis::search::SearchReport>),
-    /// The job stopped with an error (already formatted for a person), or its worker panicked.
-    Failed(String),
+    /// The job stopped with an error, or its worker panicked.
+    Failed(JobError),
 }
 
 /// Thins out trainer step events for a UI: at most one per 20 ms (~50/s), but the first and the
@@ -129,16 +137,18 @@ impl Job {
             .name(name.to_string())
             .spawn(move || {
                 // A panicking worker must not leave the window waiting: it reports and ends.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&out, &flag)));
+                let r =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&out, &flag)));
                 if let Err(p) = r {
                     let msg = p
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "no message".into());
-                    out.send(JobEvent::Failed(format!(
-                        "the {what} worker crashed ({msg}); the window keeps running, please report it"
-                    )));
+                    out.send(JobEvent::Failed(JobError::Crashed {
+                        worker: what,
+                        message: msg,
+                    }));
                 }
             })?;
         Ok(Job {
@@ -180,9 +190,20 @@ impl Job {
                     out.send(JobEvent::Trained {
                         model: Arc::new(model),
                         summary,
+                        diverged: None,
                     });
                 }
-                Err(e) => out.send(JobEvent::Failed(format!("training failed: {e}"))),
+                // The model holds the last good weights: hand it back with the reason.
+                Err(TrainError::Diverged { cause, summary }) => {
+                    model.meta.train_config = Some(cfg);
+                    model.meta.history = Some(summary.history.clone());
+                    out.send(JobEvent::Trained {
+                        model: Arc::new(model),
+                        summary: *summary,
+                        diverged: Some(cause),
+                    });
+                }
+                Err(e) => out.send(JobEvent::Failed(JobError::Train(e))),
             }
         })
     }
@@ -197,7 +218,7 @@ impl Job {
         Job::spawn("qatlas-eval", waker, move |out, _| {
             match evaluate(&model.graph, &data, &norm, 256) {
                 Ok(r) => out.send(JobEvent::Evaluated(r)),
-                Err(e) => out.send(JobEvent::Failed(format!("evaluation failed: {e}"))),
+                Err(e) => out.send(JobEvent::Failed(JobError::Evaluate(e))),
             }
         })
     }
@@ -302,11 +323,9 @@ mod tests {
         let events = job.drain();
         assert!(matches!(events[0], JobEvent::Evaluated(_)), "{events:?}");
         match &events[1..] {
-            [JobEvent::Failed(m)] => {
-                assert!(
-                    m.contains("test worker crashed") && m.contains("injected fault at step 7"),
-                    "{m}"
-                )
+            [JobEvent::Failed(JobError::Crashed { worker, message })] => {
+                assert_eq!(worker, "test");
+                assert_eq!(message, "injected fault at step 7");
             }
             other => panic!("{other:?}"),
         }

@@ -93,6 +93,9 @@ pub struct QatOutcome {
     pub best: Option<(usize, f64)>,
     /// Why the run ended early, if it failed (the models then hold the last good weights).
     pub error: Option<String>,
+    /// The non-finite step that ended the run, when that was the failure (the weights are
+    /// those after `summary.steps` steps).
+    pub diverged: Option<crate::train::Divergence>,
 }
 
 /// Steps between [`QatEvent::Scales`] reports.
@@ -286,8 +289,14 @@ pub fn run_qat(
     let state = hooks.state.clone();
     let (summary, error) = match result {
         Ok(s) => (Some(s), None),
-        Err(e) => (None, Some(e.to_string())),
+        // The steps before a divergence stand: their history is kept with the error.
+        Err(e) => (e.diverged_summary().cloned(), Some(e)),
     };
+    let diverged = match &error {
+        Some(TrainError::Diverged { cause, .. }) => Some(cause.clone()),
+        _ => None,
+    };
+    let error = error.map(|e| e.to_string());
     emit(JobEvent::Qat(QatEvent::Scales {
         step: summary.as_ref().map_or(0, |s| s.steps),
         scales: point_scales(&graph),
@@ -318,6 +327,7 @@ pub fn run_qat(
         quantized_accuracy,
         best,
         error,
+        diverged,
     })
 }
 
@@ -334,7 +344,7 @@ impl Job {
             let emit = |e: JobEvent| out.send(e);
             match run_qat(&spec, &train, eval.as_deref(), control, &emit) {
                 Ok(o) => out.send(JobEvent::QatFinished(Box::new(o))),
-                Err(e) => out.send(JobEvent::Failed(format!("QAT failed: {e}"))),
+                Err(e) => out.send(JobEvent::Failed(super::JobError::Qat(e))),
             }
         })
     }

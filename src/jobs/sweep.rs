@@ -4,13 +4,13 @@
 //! plan measured on this machine's integer kernels. Both run the library code the CLI runs
 //! (`analysis::sensitivity`, `bench::latency`). Knows nothing of egui.
 
-use super::{Job, JobEvent, Waker};
+use super::{IntegerCheckError, Job, JobError, JobEvent, Waker};
 use crate::analysis::search::{SearchConfig, SearchData, SearchMemory, search};
 use crate::analysis::sensitivity::{
     SensitivityCache, SensitivityEvent, SensitivityReport, SweepConfig, SweepData, sensitivity,
 };
 use crate::analysis::whatif::PlanEval;
-use crate::bench::latency::{LatencyConfig, PlanLatency, plan_latency};
+use crate::bench::latency::{LatencyConfig, plan_latency};
 use crate::data::{Dataset, Normalization};
 use crate::graph::Graph;
 use crate::io::Model;
@@ -54,10 +54,10 @@ impl Job {
                     report: s.report,
                     cached: s.cached,
                 })),
-                Err(crate::quant::QuantError::Cancelled) => out.send(JobEvent::Failed(
-                    "the sensitivity sweep was cancelled".into(),
-                )),
-                Err(e) => out.send(JobEvent::Failed(format!("sensitivity sweep failed: {e}"))),
+                Err(crate::quant::QuantError::Cancelled) => {
+                    out.send(JobEvent::Failed(JobError::SweepCancelled))
+                }
+                Err(e) => out.send(JobEvent::Failed(JobError::Sweep(e))),
             }
         })
     }
@@ -75,8 +75,7 @@ impl Job {
     ) -> std::io::Result<Job> {
         Job::spawn("qatlas-latency", waker, move |out, control| {
             let (float, prepared) = (&eval.ptq.folded, &eval.ptq.prepared.graph);
-            let r: Result<PlanLatency, String> =
-                plan_latency(float, prepared, &cfg, control.stop_flag()).map_err(|e| e.to_string());
+            let r = plan_latency(float, prepared, &cfg, control.stop_flag());
             out.send(JobEvent::Latency(r.map(Arc::new)));
             if let Some(c) = check
                 && !control.stop_requested()
@@ -116,7 +115,7 @@ impl Job {
             });
             match r {
                 Ok(r) => out.send(JobEvent::SearchDone(Box::new(r))),
-                Err(e) => out.send(JobEvent::Failed(format!("the search failed: {e}"))),
+                Err(e) => out.send(JobEvent::Failed(JobError::Search(e))),
             }
         })
     }
@@ -132,11 +131,14 @@ pub struct IntegerCheck {
 
 /// Accuracy and image count of the fake-quant graph `prepared` converted to the integer
 /// runtime.
-pub fn integer_accuracy(prepared: &Graph, c: &IntegerCheck) -> Result<(f64, usize), String> {
+pub fn integer_accuracy(
+    prepared: &Graph,
+    c: &IntegerCheck,
+) -> Result<(f64, usize), IntegerCheckError> {
     let m = IntModel::convert(prepared, &ConvertOptions::default())
-        .map_err(|e| format!("cannot convert the plan to the integer runtime: {e}"))?;
+        .map_err(IntegerCheckError::Convert)?;
     let n = c.samples.min(c.data.len()).max(1);
     let ds = c.data.first(n);
-    let r = runtime_evaluate(&m, &ds, &c.norm, 250).map_err(|e| e.to_string())?;
+    let r = runtime_evaluate(&m, &ds, &c.norm, 250).map_err(IntegerCheckError::Run)?;
     Ok((r.accuracy, r.images))
 }

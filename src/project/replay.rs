@@ -116,8 +116,7 @@ pub fn replay(
             norm: norm.clone(),
             samples: c.images,
         };
-        let (a, images) =
-            integer_accuracy(&ev.ptq.prepared.graph, &check).map_err(anyhow::Error::msg)?;
+        let (a, images) = integer_accuracy(&ev.ptq.prepared.graph, &check)?;
         now.integer_accuracy = Some(Measured {
             accuracy: a,
             images,

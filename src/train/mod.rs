@@ -4,6 +4,7 @@
 //! Depends on `graph`, `ops` and `data`; knows nothing of files or the GUI.
 
 pub mod control;
+pub mod divergence;
 pub mod eval;
 pub mod optim;
 pub mod schedule;
@@ -11,6 +12,7 @@ pub mod throughput;
 pub mod trainer;
 
 pub use control::Control;
+pub use divergence::Divergence;
 pub use eval::{EvalResult, evaluate, evaluate_with};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;

@@ -2,6 +2,7 @@
 //! progress events, stop/pause commands honoured between steps, and a bounded loss history.
 
 use super::Control;
+use super::divergence::{Divergence, LastGood, first_non_finite, first_non_finite_param};
 use super::{EvalResult, Optimizer, OptimizerConfig, Schedule, evaluate};
 use crate::data::{Dataset, Loader, Normalization};
 use crate::graph::{Graph, GraphError};
@@ -94,19 +95,12 @@ pub enum TrainError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Graph(#[from] GraphError),
-    #[error("loss became {value} at epoch {epoch}, step {step}: lower the learning rate")]
-    NonFinite {
-        epoch: usize,
-        step: usize,
-        value: f32,
-    },
-    #[error(
-        "the gradient of '{param}' became non-finite at epoch {epoch}, step {step}: lower the learning rate"
-    )]
-    NonFiniteGradient {
-        epoch: usize,
-        step: usize,
-        param: String,
+    /// A non-finite loss, gradient or update ended the run; the model holds the weights after
+    /// `summary.steps` steps (the last good ones) and `summary` what the run did until then.
+    #[error("{cause}: lower the learning rate (the model keeps the weights after step {})", summary.steps)]
+    Diverged {
+        cause: Divergence,
+        summary: Box<TrainSummary>,
     },
     #[error("invalid training configuration: {0}")]
     Config(String),
@@ -120,14 +114,15 @@ pub enum TrainError {
     },
 }
 
-/// Name of the first parameter whose gradient holds a NaN or infinity.
-fn first_non_finite(g: &Graph, grads: &[Option<crate::tensor::Tensor>]) -> Option<String> {
-    grads.iter().enumerate().find_map(|(i, t)| {
-        let t = t.as_ref()?;
-        t.iter()
-            .any(|v| !v.is_finite())
-            .then(|| g.params[i].name.clone())
-    })
+impl TrainError {
+    /// What a diverged run did before its failing step (its weights are the last good ones);
+    /// `None` for every other error.
+    pub fn diverged_summary(&self) -> Option<&TrainSummary> {
+        match self {
+            TrainError::Diverged { summary, .. } => Some(summary),
+            _ => None,
+        }
+    }
 }
 
 /// Points kept in the history's loss curve.
@@ -218,6 +213,7 @@ pub fn train_from(
     let start = Instant::now();
     let mut images = 0usize;
     let mut stopped = false;
+    let mut last_good = LastGood::default();
     'epochs: for epoch in start_epoch..cfg.epochs {
         hooks.epoch_start(epoch, g);
         let t0 = Instant::now();
@@ -243,25 +239,40 @@ pub fn train_from(
                 node: "loss".into(),
                 source: e,
             })?;
-            if !l.loss.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    step,
-                    value: l.loss,
+            let cause = if !l.loss.is_finite() {
+                let value = l.loss;
+                Some(Divergence::Loss { epoch, step, value })
+            } else {
+                let grads = g.backward(&trace, l.grad)?;
+                match first_non_finite(g, grads.params.iter().map(Option::as_ref)) {
+                    Some(param) => Some(Divergence::Gradient { epoch, step, param }),
+                    None => {
+                        // Keep the weights this step started from, then apply it.
+                        last_good.save(g, step);
+                        g.apply_updates(trace.updates);
+                        opt.step(g, &grads.params, lr);
+                        first_non_finite_param(g).map(|param| Divergence::Update {
+                            epoch,
+                            step,
+                            param,
+                        })
+                    }
+                }
+            };
+            if let Some(cause) = cause {
+                // Back to the last weights whose loss and gradients were finite.
+                let kept = last_good.restore(g).unwrap_or(step);
+                return Err(TrainError::Diverged {
+                    cause,
+                    summary: Box::new(TrainSummary {
+                        steps: kept,
+                        stopped: true,
+                        images_per_s: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                        seconds: start.elapsed().as_secs_f64(),
+                        history,
+                    }),
                 });
             }
-            let grads = g.backward(&trace, l.grad)?;
-            if let Some(name) = first_non_finite(g, &grads.params) {
-                return Err(TrainError::NonFiniteGradient {
-                    epoch,
-                    step,
-                    param: name,
-                });
-            }
-            // Only a fully finite step touches the model, so an error leaves the last good weights.
-            let updates = trace.updates;
-            g.apply_updates(updates);
-            opt.step(g, &grads.params, lr);
             step += 1;
             hooks.step_end(step, g);
             images += y.len();

@@ -125,14 +125,8 @@ fn events_drive_the_phase_and_failures_keep_their_message() {
         Instant::now(),
     );
     assert_eq!(run.notes.len(), 1);
-    run.apply(
-        JobEvent::Failed("QAT failed: the loss is not finite".into()),
-        Instant::now(),
-    );
-    assert_eq!(
-        run.phase,
-        QatPhase::Failed("QAT failed: the loss is not finite".into())
-    );
+    run.apply(JobEvent::Failed(nan_failure()), Instant::now());
+    assert_eq!(run.phase, QatPhase::Failed(nan_failure().to_string()));
     assert!(!run.is_active() && run.saveable().is_none());
 }
 
@@ -158,4 +152,13 @@ fn fake_quant_models_are_recognised() {
     let q = crate::quant::ptq(&m.graph, &plan, calib, &stop, &mut |_| {}).unwrap();
     m.graph = q.prepared.graph;
     assert!(is_fake_quant(&m));
+}
+
+/// A QAT failure as the job reports it.
+fn nan_failure() -> crate::jobs::JobError {
+    crate::jobs::JobError::Qat(crate::jobs::QatError::Graph(
+        crate::graph::GraphError::NonFinite {
+            node: "conv1".into(),
+        },
+    ))
 }

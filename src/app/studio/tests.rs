@@ -148,6 +148,7 @@ fn train_events_drive_the_run_and_the_trained_model_replaces_the_view() {
         JobEvent::Trained {
             model: Arc::new(model),
             summary,
+            diverged: None,
         },
         t0,
     );
