@@ -8,4 +8,4 @@ pub mod file;
 pub mod replay;
 
 pub use file::{PROJECT_EXTENSION, PROJECT_VERSION, Project, ProjectError};
-pub use replay::{ReplayOptions, ReplayReport, replay};
+pub use replay::{ReplayError, ReplayOptions, ReplayReport, replay};

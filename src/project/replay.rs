@@ -16,11 +16,46 @@ use crate::jobs::export::{ExportSource, export};
 use crate::jobs::sweep::integer_accuracy;
 use crate::jobs::{ExportSpec, IntegerCheck, JobEvent, run_qat};
 use crate::train::Control;
-use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use thiserror::Error;
+
+/// Why a replay stopped. Messages name the project or model file where the wrapped error
+/// does not already.
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("cannot read the model {}: {error}", path.display())]
+    ReadModel {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}; pass --accept-changed-model to replay on it anyway")]
+    ModelChanged(String),
+    /// The project file asks for something it cannot get.
+    #[error("{}: {problem}", project.display())]
+    Project { project: PathBuf, problem: String },
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    #[error(transparent)]
+    IntegerCheck(#[from] crate::jobs::IntegerCheckError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    #[error(transparent)]
+    Qat(#[from] crate::jobs::QatError),
+    #[error("quantization-aware training failed: {0}")]
+    QatFailed(String),
+    /// Writing or measuring the export failed (the message names the file).
+    #[error("{0}")]
+    Export(String),
+}
+
+type Result<T> = std::result::Result<T, ReplayError>;
 
 /// The studio's latency measurement (batch 1), which a replay repeats.
 pub const LATENCY: LatencyConfig = LatencyConfig {
@@ -63,12 +98,14 @@ pub fn replay(
     let start = std::time::Instant::now();
     let model_path = &project.model.path;
     progress("checking the model file");
-    let changed = model_changed(&project.model)
-        .with_context(|| format!("cannot read the model {}", model_path.display()))?;
+    let changed = model_changed(&project.model).map_err(|error| ReplayError::ReadModel {
+        path: model_path.clone(),
+        error,
+    })?;
     if let Some(why) = &changed
         && !opts.accept_changed_model
     {
-        bail!("{why}; pass --accept-changed-model to replay on it anyway");
+        return Err(ReplayError::ModelChanged(why.clone()));
     }
     progress("opening the model");
     let mut model = crate::io::load_any(model_path)?;
@@ -79,7 +116,10 @@ pub fn replay(
     let norm = model.meta.normalization.clone();
     let dir = &project.data.dir;
     if dir.as_os_str().is_empty() {
-        bail!("{}: the project names no data folder", path.display());
+        return Err(ReplayError::Project {
+            project: path.to_path_buf(),
+            problem: "the project names no data folder".into(),
+        });
     }
     progress("reading the data");
     let transform = &project.data.transform;
@@ -136,10 +176,10 @@ pub fn replay(
 
     if let Some(req) = project.qat.filter(|_| !opts.skip_qat) {
         if quantized {
-            bail!(
-                "{}: the project asks for QAT, but its model is already quantized",
-                path.display()
-            );
+            return Err(ReplayError::Project {
+                project: path.to_path_buf(),
+                problem: "the project asks for QAT, but its model is already quantized".into(),
+            });
         }
         progress("quantization-aware training");
         let plan = evaluated.as_ref().map(|e| e.ptq.plan.clone());
@@ -158,7 +198,7 @@ pub fn replay(
         )?;
         qat_model = Some(Arc::new(out.model.clone()));
         if let Some(e) = &out.error {
-            bail!("quantization-aware training failed: {e}");
+            return Err(ReplayError::QatFailed(e.clone()));
         }
         now.qat = Some(QatFigures {
             float_accuracy: out.float_accuracy,
@@ -181,16 +221,20 @@ pub fn replay(
                 ptq: ev.ptq.clone(),
             },
             (ExportFrom::Qat, _, Some(q)) => ExportSource::Model(q.clone()),
-            (ExportFrom::Qat, _, None) => bail!(
-                "{}: the export is of the QAT result, so QAT must run (the project has {}; --skip-qat was {})",
-                path.display(),
-                if project.qat.is_some() {
-                    "QAT settings"
-                } else {
-                    "no QAT settings"
-                },
-                opts.skip_qat
-            ),
+            (ExportFrom::Qat, _, None) => {
+                return Err(ReplayError::Project {
+                    project: path.to_path_buf(),
+                    problem: format!(
+                        "the export is of the QAT result, so QAT must run (the project has {}; --skip-qat was {})",
+                        if project.qat.is_some() {
+                            "QAT settings"
+                        } else {
+                            "no QAT settings"
+                        },
+                        opts.skip_qat
+                    ),
+                });
+            }
             _ => ExportSource::Model(model.clone()),
         };
         // The QAT result is measured on the whole test split, as the QAT run measured it.
@@ -231,6 +275,6 @@ fn export_source(
     spec: &ExportSpec,
 ) -> Result<ExportRecord> {
     let (float, quantized) = source.graphs();
-    let r = export(float, quantized, norm, spec).map_err(anyhow::Error::msg)?;
+    let r = export(float, quantized, norm, spec).map_err(ReplayError::Export)?;
     Ok(ExportRecord::of(&r))
 }
