@@ -8,15 +8,37 @@ use std::path::Path;
 
 use super::dataset::{Dataset, Pixels};
 use super::error::DataError;
-use super::stream::{checked_len, open_maybe_gz};
+use super::stream::{Stream, checked_len, maybe_gz_bytes, open_maybe_gz};
 
 /// The only IDX element type supported: unsigned byte.
 const TYPE_U8: u8 = 0x08;
 
 /// Loads an images file and a labels file (each raw or gzipped) as one dataset.
 pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
-    let (pixels, [n, c, h, w]) = read_idx_images(images)?;
+    let image_data = read_idx_images(images)?;
     let label_values = read_idx_labels(labels)?;
+    pair(image_data, label_values, images, labels)
+}
+
+/// [`load_idx_pair`] over the contents of the two files, already in memory (each raw or
+/// gzipped); `images_path` and `labels_path` name them in errors.
+pub fn load_idx_pair_bytes(
+    images: &[u8],
+    labels: &[u8],
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<Dataset, DataError> {
+    let image_data = read_idx_images_bytes(images, images_path)?;
+    let label_values = read_idx_labels_bytes(labels, labels_path)?;
+    pair(image_data, label_values, images_path, labels_path)
+}
+
+fn pair(
+    (pixels, [n, c, h, w]): (Vec<u8>, [usize; 4]),
+    label_values: Vec<u32>,
+    images: &Path,
+    labels: &Path,
+) -> Result<Dataset, DataError> {
     if label_values.len() != n {
         return Err(DataError::CountMismatch {
             images: n,
@@ -36,7 +58,21 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError>
 
 /// Reads an IDX images file: returns the bytes and `[n, c, h, w]` (c = 1 for a 3-dim file).
 pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 4]), DataError> {
-    let (dims, data) = read_idx(path, "IDX images", &[3, 4], "0x00000803 or 0x00000804")?;
+    images(open_maybe_gz(path)?)
+}
+
+/// [`read_idx_images`] over a file's contents already in memory (raw or gzipped); `path` names
+/// them in errors.
+pub fn read_idx_images_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<u8>, [usize; 4]), DataError> {
+    images(maybe_gz_bytes(bytes, path))
+}
+
+fn images(stream: Stream<'_>) -> Result<(Vec<u8>, [usize; 4]), DataError> {
+    let path = &stream.path().to_path_buf();
+    let (dims, data) = read_idx(stream, "IDX images", &[3, 4], "0x00000803 or 0x00000804")?;
     let shape = match dims[..] {
         [n, h, w] => [n, 1, h, w],
         [n, c, h, w] => [n, c, h, w],
@@ -60,18 +96,28 @@ pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 4]), DataError> 
 
 /// Reads an IDX labels file (1-dim, u8).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u32>, DataError> {
-    let (_, data) = read_idx(path, "IDX labels", &[1], "0x00000801")?;
+    labels(open_maybe_gz(path)?)
+}
+
+/// [`read_idx_labels`] over a file's contents already in memory (raw or gzipped); `path` names
+/// them in errors.
+pub fn read_idx_labels_bytes(bytes: &[u8], path: &Path) -> Result<Vec<u32>, DataError> {
+    labels(maybe_gz_bytes(bytes, path))
+}
+
+fn labels(stream: Stream<'_>) -> Result<Vec<u32>, DataError> {
+    let (_, data) = read_idx(stream, "IDX labels", &[1], "0x00000801")?;
     Ok(data.into_iter().map(u32::from).collect())
 }
 
 /// Reads the header and the u8 payload of an IDX file with one of `ndims` dimension counts.
 fn read_idx(
-    path: &Path,
+    mut stream: Stream<'_>,
     format: &'static str,
     ndims: &[u8],
     expected_magic: &'static str,
 ) -> Result<(Vec<u64>, Vec<u8>), DataError> {
-    let mut stream = open_maybe_gz(path)?;
+    let path = &stream.path().to_path_buf();
     let magic = stream.read_array::<4>(format)?;
     let bad_magic = || DataError::BadMagic {
         format,

@@ -7,7 +7,7 @@
 //! Depends only on `data::{error, stream, npy_header, dataset}`.
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind};
+use std::io::{BufReader, Cursor, ErrorKind, Read, Seek};
 use std::path::Path;
 
 use super::dataset::{Dataset, MAX_LABEL, Pixels};
@@ -36,13 +36,40 @@ pub fn load_npy_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError>
     finish(images, labels, pixels, shape, label_values)
 }
 
+/// [`load_npy_pair`] over the contents of the two `.npy` files, already in memory;
+/// `images_path` and `labels_path` name them in errors.
+pub fn load_npy_pair_bytes(
+    images: &[u8],
+    labels: &[u8],
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<Dataset, DataError> {
+    let image_array = read_npy_bytes(images, images_path)?;
+    let (pixels, shape) = to_pixels(image_array, images_path)?;
+    let label_values = to_labels(read_npy_bytes(labels, labels_path)?, labels_path)?;
+    finish(images_path, labels_path, pixels, shape, label_values)
+}
+
 /// Loads an `.npz` archive holding an images array (`images` or `x`) and a labels array
 /// (`labels` or `y`).
 pub fn load_npz(path: &Path) -> Result<Dataset, DataError> {
-    let archive_len = std::fs::metadata(path)
-        .map_err(|e| DataError::io(e, path))?
-        .len();
-    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| {
+    let file = File::open(path).map_err(|e| DataError::io(e, path))?;
+    let archive_len = file.metadata().map_err(|e| DataError::io(e, path))?.len();
+    read_npz(BufReader::with_capacity(1 << 16, file), archive_len, path)
+}
+
+/// [`load_npz`] over an archive's contents already in memory (`path` names it in errors).
+pub fn load_npz_bytes(bytes: &[u8], path: &Path) -> Result<Dataset, DataError> {
+    read_npz(Cursor::new(bytes), bytes.len() as u64, path)
+}
+
+/// Reads the dataset arrays of an `.npz` archive of `archive_len` bytes.
+fn read_npz<R: Read + Seek>(
+    reader: R,
+    archive_len: u64,
+    path: &Path,
+) -> Result<Dataset, DataError> {
+    let mut archive = npyz::npz::NpzArchive::new(reader).map_err(|e| {
         if e.kind() == ErrorKind::InvalidData {
             DataError::BadHeader {
                 format: "NPZ (zip)",
@@ -110,7 +137,12 @@ fn read_npy_file(path: &Path) -> Result<Array, DataError> {
     read_array(Stream::new(Box::new(reader), Some(len), len, len, path))
 }
 
-fn read_npz_entry<R: std::io::Read + std::io::Seek>(
+fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<Array, DataError> {
+    let len = bytes.len() as u64;
+    read_array(Stream::new(Box::new(bytes), Some(len), len, len, path))
+}
+
+fn read_npz_entry<R: Read + Seek>(
     archive: &mut npyz::npz::NpzArchive<R>,
     name: &str,
     archive_len: u64,

@@ -184,14 +184,27 @@ pub(crate) fn open_maybe_gz(path: &Path) -> Result<Stream<'static>, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(e, path))?;
     let len = file.metadata().map_err(|e| DataError::io(e, path))?.len();
     let mut reader = BufReader::with_capacity(1 << 16, file);
-    let head = reader.fill_buf().map_err(|e| DataError::io(e, path))?;
-    let gzipped = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
-    Ok(if gzipped {
+    let gzipped = is_gzip(reader.fill_buf().map_err(|e| DataError::io(e, path))?);
+    Ok(maybe_gz(reader, gzipped, len, path))
+}
+
+/// [`open_maybe_gz`] over bytes already in memory (`path` names them in errors).
+pub(crate) fn maybe_gz_bytes<'a>(bytes: &'a [u8], path: &Path) -> Stream<'a> {
+    maybe_gz(bytes, is_gzip(bytes), bytes.len() as u64, path)
+}
+
+fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+}
+
+/// A stream over the `len` bytes of `reader`, gunzipped when `gzipped`.
+fn maybe_gz<'a>(reader: impl BufRead + 'a, gzipped: bool, len: u64, path: &Path) -> Stream<'a> {
+    if gzipped {
         let cap = len.saturating_mul(MAX_DEFLATE_RATIO).min(MAX_PAYLOAD_BYTES);
         Stream::new(Box::new(MultiGzDecoder::new(reader)), None, cap, len, path)
     } else {
         Stream::new(Box::new(reader), Some(len), len, len, path)
-    })
+    }
 }
 
 /// Checked product of dimensions (times an element size); `None` on overflow of u64 or usize.

@@ -6,6 +6,7 @@
 //! Presets name the usual recipes (`imagenet`: resize 256, crop 224, ImageNet mean/std).
 //! Depends only on `data::{error, dataset}` and the `image` crate.
 
+use std::io::{BufRead, Cursor, Seek};
 use std::path::Path;
 
 use image::DynamicImage;
@@ -95,6 +96,18 @@ impl ImageTransform {
         Ok(self.apply(image, channels))
     }
 
+    /// [`ImageTransform::load`] over an image file's contents already in memory (`path` names
+    /// the file in errors).
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        channels: usize,
+    ) -> Result<Vec<u8>, DataError> {
+        let image = decode_bytes(bytes, path)?;
+        Ok(self.apply(image, channels))
+    }
+
     /// Applies the transform to a decoded image (see [`ImageTransform::load`]).
     pub fn apply(&self, image: DynamicImage, channels: usize) -> Vec<u8> {
         let (h, w) = (image.height(), image.width());
@@ -174,6 +187,17 @@ fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::
         .map_err(|e| DataError::io(e, path))
 }
 
+/// An image file's contents already in memory, format guessed from the content.
+fn bytes_reader(bytes: &[u8]) -> image::ImageReader<Cursor<&[u8]>> {
+    // Guessing reads from a slice, which cannot fail; without a guess decoding reports the
+    // unknown format.
+    let reader = image::ImageReader::new(Cursor::new(bytes));
+    match reader.with_guessed_format() {
+        Ok(r) => r,
+        Err(_) => image::ImageReader::new(Cursor::new(bytes)),
+    }
+}
+
 fn image_error(e: image::ImageError, path: &Path) -> DataError {
     DataError::Image {
         error: e.to_string(),
@@ -183,15 +207,38 @@ fn image_error(e: image::ImageError, path: &Path) -> DataError {
 
 /// Decodes one image file.
 pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    reader(path)?.decode().map_err(|e| image_error(e, path))
+    decode_with(reader(path)?, path)
+}
+
+/// Decodes one image file's contents already in memory (PNG or JPEG, by content; `path` names
+/// the file in errors).
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, DataError> {
+    decode_with(bytes_reader(bytes), path)
+}
+
+fn decode_with<R: BufRead + Seek>(
+    reader: image::ImageReader<R>,
+    path: &Path,
+) -> Result<DynamicImage, DataError> {
+    reader.decode().map_err(|e| image_error(e, path))
 }
 
 /// Reads only the header of an image file: `(height, width, has_colour)`.
 pub(crate) fn probe(path: &Path) -> Result<(u32, u32, bool), DataError> {
+    probe_with(reader(path)?, path)
+}
+
+/// [`probe`] over an image file's contents already in memory: `(height, width, has_colour)`.
+pub fn probe_bytes(bytes: &[u8], path: &Path) -> Result<(u32, u32, bool), DataError> {
+    probe_with(bytes_reader(bytes), path)
+}
+
+fn probe_with<R: BufRead + Seek>(
+    reader: image::ImageReader<R>,
+    path: &Path,
+) -> Result<(u32, u32, bool), DataError> {
     use image::ImageDecoder;
-    let decoder = reader(path)?
-        .into_decoder()
-        .map_err(|e| image_error(e, path))?;
+    let decoder = reader.into_decoder().map_err(|e| image_error(e, path))?;
     let (w, h) = decoder.dimensions();
     Ok((h, w, decoder.color_type().has_color()))
 }

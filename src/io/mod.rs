@@ -11,5 +11,5 @@ pub mod model_file;
 pub mod onnx;
 
 pub use error::IoError;
-pub use model_file::{Model, ModelMeta, load_model, save_model};
+pub use model_file::{Model, ModelMeta, load_model, load_model_bytes, save_model};
 pub use onnx::{load_any, load_onnx, save_onnx, save_onnx_with};

@@ -118,9 +118,14 @@ pub fn load_model(path: &Path) -> Result<Model, IoError> {
         path: path.to_path_buf(),
         source: e,
     })?;
-    let st = SafeTensors::deserialize(&bytes)
+    load_model_bytes(&bytes, path)
+}
+
+/// [`load_model`] over a file's contents already in memory (`path` names it in errors).
+pub fn load_model_bytes(bytes: &[u8], path: &Path) -> Result<Model, IoError> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| format_err(path, format!("not a valid safetensors file ({e})")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| format_err(path, format!("not a valid safetensors file ({e})")))?;
     let md = header.metadata().as_ref().ok_or_else(|| {
         format_err(

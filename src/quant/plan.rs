@@ -304,8 +304,18 @@ impl QuantPlan {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read ({e})")))?;
+        Self::parse(&text, path, g)
+    }
+
+    /// [`QuantPlan::load`] over a plan file's text already in memory (`path` names it in
+    /// errors).
+    pub fn parse(text: &str, path: &Path, g: Option<&Graph>) -> Result<Self, QuantError> {
+        let file_err = |problem: String| QuantError::PlanFile {
+            path: path.to_path_buf(),
+            problem,
+        };
         let p: QuantPlan =
-            ron::from_str(&text).map_err(|e| file_err(format!("not a valid plan ({e})")))?;
+            ron::from_str(text).map_err(|e| file_err(format!("not a valid plan ({e})")))?;
         let checked = match g {
             Some(g) => p.validate_for(g),
             None => p.validate(),

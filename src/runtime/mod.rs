@@ -93,7 +93,17 @@ impl IntModel {
 
     /// Reads a bundle written by [`IntModel::save`]; every problem is an error naming the file.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
-        let (spec, tensors) = store::load(path)?;
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// [`IntModel::load`] over a bundle's contents already in memory (`path` names it in
+    /// errors).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, RuntimeError> {
+        let (spec, tensors) = store::decode(bytes, path)?;
         Self::from_parts(spec, tensors).map_err(|e| match e {
             RuntimeError::Format { .. } | RuntimeError::Read { .. } => e,
             e => RuntimeError::Format {
