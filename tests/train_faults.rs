@@ -12,8 +12,8 @@ use qatlas::jobs::{Job, JobEvent, QatSpec, run_qat};
 use qatlas::quant::plan::{Precision, QuantPlan};
 use qatlas::quant::{QatOptions, prepare_qat};
 use qatlas::train::{
-    Control, Divergence, EpochHooks, NoHooks, OptimizerConfig, Schedule, TrainConfig, TrainError,
-    TrainEvent, train, train_from,
+    Control, Divergence, EpochHooks, NoHooks, NonFinite, OptimizerConfig, Schedule, TrainConfig,
+    TrainError, TrainEvent, train, train_from,
 };
 use qatlas::zoo::Arch;
 use std::path::PathBuf;
@@ -139,9 +139,15 @@ fn a_nan_mid_training_hands_back_the_weights_of_the_last_good_step() {
         .expect("the training job must hand the model back");
     // One NaN pixel: a NaN loss, or (where ReLU and pooling drop it) NaN first-layer gradients.
     let step = match cause {
-        Some(Divergence::Loss { step, value, .. }) if value.is_nan() => step,
-        Some(Divergence::Gradient {
-            step, ref param, ..
+        Some(Divergence {
+            step,
+            what: NonFinite::Loss(value),
+            ..
+        }) if value.is_nan() => step,
+        Some(Divergence {
+            step,
+            what: NonFinite::Gradient(ref param),
+            ..
         }) if param == "conv1.weight" => step,
         other => panic!("expected a NaN loss or conv1 gradient, got {other:?}"),
     };
@@ -189,7 +195,14 @@ fn an_overflowing_update_is_undone() {
         panic!("{e}");
     };
     assert!(
-        matches!(cause, Divergence::Update { step: 0, .. }),
+        matches!(
+            cause,
+            Divergence {
+                step: 0,
+                what: NonFinite::Update(_),
+                ..
+            }
+        ),
         "{cause:?}"
     );
     assert_eq!(summary.steps, 0);
@@ -267,7 +280,7 @@ fn a_nan_mid_qat_keeps_the_last_good_weights_and_observers() {
         .as_ref()
         .expect("the steps before it stand")
         .steps;
-    let failed_at = out.diverged.as_ref().expect("a typed divergence").step();
+    let failed_at = out.diverged.as_ref().expect("a typed divergence").step;
     assert!(
         failed_at >= 2,
         "the poisoned batch must not be the first (step {failed_at})"

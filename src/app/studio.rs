@@ -332,12 +332,8 @@ impl StudioApp {
                 run.job = None;
                 // A diverged run still hands back its last good weights: they become the
                 // model, and the run shows why it ended.
-                let failure = diverged.map(|d| {
-                    format!(
-                        "training diverged: {d}; the model keeps the weights after step {} (lower the learning rate)",
-                        summary.steps
-                    )
-                });
+                let failure =
+                    diverged.map(|d| format!("training diverged: {}", d.report(summary.steps)));
                 run.phase = match &failure {
                     Some(msg) => RunPhase::Failed(msg.clone()),
                     None => RunPhase::Finished {

@@ -3,6 +3,8 @@
 //! previous file stays as it was) and a finished write survives a crash. Every write has its own
 //! temporary name (process id and a per-process counter, created exclusively), so two writers of
 //! one path, threads or processes, never share a temporary file: the last rename wins whole.
+//! Temporaries that a killed writer left behind (its process is gone) are removed by the next
+//! successful write of the same path.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,10 +31,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match res {
+        Ok(()) => remove_stale(dir, &name),
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
     res
+}
+
+/// Removes `.{name}.tmp{pid}-{n}` files of writers whose process no longer exists. Only where a
+/// process can be looked up (`/proc`); a live or unknown writer's file is never touched.
+fn remove_stale(dir: &Path, name: &str) {
+    let proc_fs = Path::new("/proc/self");
+    if !proc_fs.exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A new temporary file beside the target, created exclusively.
@@ -101,6 +134,26 @@ mod tests {
             vec![std::ffi::OsString::from("model.bin")],
             "{left:?}"
         );
+    }
+
+    #[test]
+    fn a_write_removes_temporaries_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.ron");
+        // A pid above the kernel's limit (2^22) names no process; our own pid is alive.
+        let dead = dir.path().join(".plan.ron.tmp4194999-3");
+        let alive = dir.path().join(format!(".plan.ron.tmp{}-999999", std::process::id()));
+        let other = dir.path().join(".other.ron.tmp4194999-3");
+        for f in [&dead, &alive, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        if Path::new("/proc/self").exists() {
+            assert!(!dead.exists(), "a dead writer's temporary stayed");
+        }
+        assert!(alive.exists(), "a live writer's temporary was removed");
+        assert!(other.exists(), "another file's temporary was removed");
     }
 
     #[test]

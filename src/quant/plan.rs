@@ -298,12 +298,10 @@ impl QuantPlan {
     /// Reads a plan file; with a model, also checks the layer names against it. Every error
     /// names the file.
     pub fn load(path: &Path, g: Option<&Graph>) -> Result<Self, QuantError> {
-        let file_err = |problem: String| QuantError::PlanFile {
+        let text = std::fs::read_to_string(path).map_err(|e| QuantError::PlanFile {
             path: path.to_path_buf(),
-            problem,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read ({e})")))?;
+            problem: format!("cannot read ({e})"),
+        })?;
         Self::parse(&text, path, g)
     }
 

@@ -93,17 +93,24 @@ impl IntModel {
 
     /// Reads a bundle written by [`IntModel::save`]; every problem is an error naming the file.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        Self::from_bytes(&bytes, path)
+        let (spec, tensors) = store::load(path)?;
+        Self::from_file_parts(spec, tensors, path)
     }
 
     /// [`IntModel::load`] over a bundle's contents already in memory (`path` names it in
     /// errors).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, RuntimeError> {
         let (spec, tensors) = store::decode(bytes, path)?;
+        Self::from_file_parts(spec, tensors, path)
+    }
+
+    /// [`IntModel::from_parts`] of a decoded file: a model that contradicts itself is a format
+    /// error naming the file.
+    fn from_file_parts(
+        spec: ModelSpec,
+        tensors: BTreeMap<String, TensorData>,
+        path: &Path,
+    ) -> Result<Self, RuntimeError> {
         Self::from_parts(spec, tensors).map_err(|e| match e {
             RuntimeError::Format { .. } | RuntimeError::Read { .. } => e,
             e => RuntimeError::Format {

@@ -10,46 +10,37 @@ use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// What went non-finite, where: `step` counts the steps applied before the failing one over the
-/// whole run (messages number steps and epochs from 1).
+/// What went non-finite.
 #[derive(Clone, Debug, Error, PartialEq, Serialize, Deserialize)]
-pub enum Divergence {
-    #[error("the loss became {value} at epoch {epoch}, step {step}", epoch = epoch + 1, step = step + 1)]
-    Loss {
-        epoch: usize,
-        step: usize,
-        value: f32,
-    },
-    #[error(
-        "the gradient of '{param}' became non-finite at epoch {epoch}, step {step}",
-        epoch = epoch + 1,
-        step = step + 1
-    )]
-    Gradient {
-        epoch: usize,
-        step: usize,
-        param: String,
-    },
-    #[error(
-        "the update of step {step} (epoch {epoch}) made '{param}' non-finite",
-        epoch = epoch + 1,
-        step = step + 1
-    )]
-    Update {
-        epoch: usize,
-        step: usize,
-        param: String,
-    },
+pub enum NonFinite {
+    #[error("the loss became {0}")]
+    Loss(f32),
+    /// The gradient of this parameter.
+    #[error("the gradient of '{0}' became non-finite")]
+    Gradient(String),
+    /// The optimizer's update made this parameter non-finite.
+    #[error("the update made '{0}' non-finite")]
+    Update(String),
+}
+
+/// Where a run diverged: `step` counts the steps applied before the failing one over the whole
+/// run (messages number steps and epochs from 1).
+#[derive(Clone, Debug, Error, PartialEq, Serialize, Deserialize)]
+#[error("{what} at epoch {}, step {}", epoch + 1, step + 1)]
+pub struct Divergence {
+    pub epoch: usize,
+    pub step: usize,
+    pub what: NonFinite,
 }
 
 impl Divergence {
-    /// Steps applied before the failing one (the last good weights are those after this many).
-    pub fn step(&self) -> usize {
-        match self {
-            Divergence::Loss { step, .. }
-            | Divergence::Gradient { step, .. }
-            | Divergence::Update { step, .. } => *step,
-        }
+    /// The whole story for a person: what failed, where, the advice, and which weights the
+    /// model kept (those after `kept` steps).
+    pub fn report(&self, kept: usize) -> String {
+        format!(
+            "{self}: lower the learning rate, or look for extreme values in the data (the model \
+             keeps the weights after step {kept})"
+        )
     }
 }
 

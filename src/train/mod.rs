@@ -12,7 +12,7 @@ pub mod throughput;
 pub mod trainer;
 
 pub use control::Control;
-pub use divergence::Divergence;
+pub use divergence::{Divergence, NonFinite};
 pub use eval::{EvalResult, evaluate, evaluate_with};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;

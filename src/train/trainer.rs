@@ -2,7 +2,9 @@
 //! progress events, stop/pause commands honoured between steps, and a bounded loss history.
 
 use super::Control;
-use super::divergence::{Divergence, LastGood, first_non_finite, first_non_finite_param};
+use super::divergence::{
+    Divergence, LastGood, NonFinite, first_non_finite, first_non_finite_param,
+};
 use super::{EvalResult, Optimizer, OptimizerConfig, Schedule, evaluate};
 use crate::data::{Dataset, Loader, Normalization};
 use crate::graph::{Graph, GraphError};
@@ -97,7 +99,7 @@ pub enum TrainError {
     Graph(#[from] GraphError),
     /// A non-finite loss, gradient or update ended the run; the model holds the weights after
     /// `summary.steps` steps (the last good ones) and `summary` what the run did until then.
-    #[error("{cause}: lower the learning rate (the model keeps the weights after step {})", summary.steps)]
+    #[error("{}", cause.report(summary.steps))]
     Diverged {
         cause: Divergence,
         summary: Box<TrainSummary>,
@@ -239,27 +241,23 @@ pub fn train_from(
                 node: "loss".into(),
                 source: e,
             })?;
-            let cause = if !l.loss.is_finite() {
-                let value = l.loss;
-                Some(Divergence::Loss { epoch, step, value })
+            let failed = if !l.loss.is_finite() {
+                Some(NonFinite::Loss(l.loss))
             } else {
                 let grads = g.backward(&trace, l.grad)?;
                 match first_non_finite(g, grads.params.iter().map(Option::as_ref)) {
-                    Some(param) => Some(Divergence::Gradient { epoch, step, param }),
+                    Some(param) => Some(NonFinite::Gradient(param)),
                     None => {
                         // Keep the weights this step started from, then apply it.
                         last_good.save(g, step);
                         g.apply_updates(trace.updates);
                         opt.step(g, &grads.params, lr);
-                        first_non_finite_param(g).map(|param| Divergence::Update {
-                            epoch,
-                            step,
-                            param,
-                        })
+                        first_non_finite_param(g).map(NonFinite::Update)
                     }
                 }
             };
-            if let Some(cause) = cause {
+            if let Some(what) = failed {
+                let cause = Divergence { epoch, step, what };
                 // Back to the last weights whose loss and gradients were finite.
                 let kept = last_good.restore(g).unwrap_or(step);
                 return Err(TrainError::Diverged {
