@@ -114,12 +114,20 @@ fn a_killed_writer_never_leaves_a_partial_model() {
     let before = std::fs::read(&target).unwrap();
     let train = |seed: u64| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_qatlas"));
-        cmd.args(["train", "--epochs", "1", "--limit", "64", "--eval-limit", "0"])
-            .args(["--seed", &seed.to_string()])
-            .arg("--out")
-            .arg(&target)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.args([
+            "train",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--eval-limit",
+            "0",
+        ])
+        .args(["--seed", &seed.to_string()])
+        .arg("--out")
+        .arg(&target)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         cmd
     };
     // Kill `qatlas train` after 0..~1.2 s: while it loads, trains, writes or renames.
@@ -134,7 +142,11 @@ fn a_killed_writer_never_leaves_a_partial_model() {
     // A run left to finish replaces the file whole and clears what killed writers left behind.
     let status = train(99).status().unwrap();
     assert!(status.success(), "an uninterrupted run failed: {status}");
-    assert_ne!(std::fs::read(&target).unwrap(), before, "the file was not replaced");
+    assert_ne!(
+        std::fs::read(&target).unwrap(),
+        before,
+        "the file was not replaced"
+    );
     load_model(&target).unwrap();
     assert_eq!(names(dir.path()), vec!["m.safetensors".to_string()]);
 }

@@ -142,7 +142,9 @@ mod tests {
         let path = dir.path().join("plan.ron");
         // A pid above the kernel's limit (2^22) names no process; our own pid is alive.
         let dead = dir.path().join(".plan.ron.tmp4194999-3");
-        let alive = dir.path().join(format!(".plan.ron.tmp{}-999999", std::process::id()));
+        let alive = dir
+            .path()
+            .join(format!(".plan.ron.tmp{}-999999", std::process::id()));
         let other = dir.path().join(".other.ron.tmp4194999-3");
         for f in [&dead, &alive, &other] {
             std::fs::write(f, b"partial").unwrap();
