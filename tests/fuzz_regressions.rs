@@ -127,3 +127,39 @@ fn image_seeds_decode_to_the_probed_size() {
         assert_eq!(planar.len(), c * h as usize * w as usize, "{name}");
     }
 }
+
+/// Found by `image_decode` (crash-78f1582a…, selector byte dropped): a 1 KB JPEG on which
+/// zune-jpeg 0.5.15's AVX2 IDCT panics (`Option::unwrap` on a short block). The header probes;
+/// decoding, from memory or from a file, is an error naming the file, not a panic.
+#[test]
+fn a_jpeg_that_panics_the_decoder_is_an_error_naming_the_file() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz/zune_jpeg_idct_panic.jpg");
+    let bytes = std::fs::read(&path).unwrap();
+    let (h, w, colour) = probe_bytes(&bytes, &path).expect("the header is readable");
+    assert_eq!((h, w, colour), (11, 17, true));
+    let t = ImageTransform {
+        resize: Some(20),
+        crop: None,
+    };
+    // The panic is in the AVX2 IDCT: elsewhere the scalar IDCT may decode the file whole.
+    let panics_here = std::is_x86_feature_detected!("avx2");
+    for result in [t.load_bytes(&bytes, &path, 3), t.load(&path, 3)] {
+        match result {
+            Err(e) => {
+                let err = e.to_string();
+                assert!(err.contains("zune_jpeg_idct_panic.jpg"), "{err}");
+                if panics_here {
+                    assert!(err.contains("decoder failed"), "{err}");
+                }
+            }
+            Ok(planar) => {
+                assert!(
+                    !panics_here,
+                    "the AVX2 decoder no longer fails on this file"
+                );
+                assert_eq!(planar.len(), 3 * 20 * 31);
+            }
+        }
+    }
+}

@@ -216,11 +216,27 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, DataError
     decode_with(bytes_reader(bytes), path)
 }
 
+/// Decodes with the `image` crate. A decoder that panics on a malformed file (found by fuzzing:
+/// zune-jpeg 0.5's AVX2 IDCT unwraps a short block on a crafted JPEG) is caught here and
+/// reported as that file's error, so one bad file in a folder never takes the program down.
 fn decode_with<R: BufRead + Seek>(
     reader: image::ImageReader<R>,
     path: &Path,
 ) -> Result<DynamicImage, DataError> {
-    reader.decode().map_err(|e| image_error(e, path))
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode())) {
+        Ok(decoded) => decoded.map_err(|e| image_error(e, path)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(DataError::Image {
+                error: format!("the image decoder failed on this file ({what})"),
+                path: path.to_path_buf(),
+            })
+        }
+    }
 }
 
 /// Reads only the header of an image file: `(height, width, has_colour)`.

@@ -44,9 +44,10 @@ fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-/// Reads CPUID and XCR0. Never changes anything.
+/// Reads CPUID and XCR0. Never changes anything. (Under Miri, which runs no inline assembly and
+/// no AMX, the answer is "absent".)
 pub fn detect() -> AmxSupport {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use std::arch::x86_64::__cpuid_count;
         #[allow(unused_unsafe)]
@@ -79,7 +80,7 @@ pub fn detect() -> AmxSupport {
             os_enabled,
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
     AmxSupport {
         tile: false,
         int8: false,
