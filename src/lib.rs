@@ -18,6 +18,7 @@ pub mod jobs;
 #[allow(unsafe_code)]
 pub mod kernels;
 pub mod ops;
+pub mod panics;
 pub mod project;
 pub mod quant;
 pub mod runtime;

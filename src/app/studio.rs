@@ -332,8 +332,7 @@ impl StudioApp {
                 run.job = None;
                 // A diverged run still hands back its last good weights: they become the
                 // model, and the run shows why it ended.
-                let failure =
-                    diverged.map(|d| format!("training diverged: {}", d.report(summary.steps)));
+                let failure = diverged.map(|d| d.report(summary.steps));
                 run.phase = match &failure {
                     Some(msg) => RunPhase::Failed(msg.clone()),
                     None => RunPhase::Finished {

@@ -198,7 +198,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     save_model(&model, &a.out).context("saving the trained model")?;
     if let Some(message) = diverged {
         anyhow::bail!(
-            "training diverged: {message}; the last good weights were written to {}",
+            "{message}; the last good weights were written to {}",
             a.out.display()
         );
     }

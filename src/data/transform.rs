@@ -4,7 +4,7 @@
 //! `round`; a crop larger than the image pads with zeros, as `CenterCrop` does). Channel
 //! handling: 8-bit gray stays one channel, anything with colour becomes RGB (alpha dropped).
 //! Presets name the usual recipes (`imagenet`: resize 256, crop 224, ImageNet mean/std).
-//! Depends only on `data::{error, dataset}` and the `image` crate.
+//! Depends only on `data::{error, dataset}`, `panics` and the `image` crate.
 
 use std::io::{BufRead, Cursor, Seek};
 use std::path::Path;
@@ -225,17 +225,13 @@ fn decode_with<R: BufRead + Seek>(
 ) -> Result<DynamicImage, DataError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode())) {
         Ok(decoded) => decoded.map_err(|e| image_error(e, path)),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            Err(DataError::Image {
-                error: format!("the image decoder failed on this file ({what})"),
-                path: path.to_path_buf(),
-            })
-        }
+        Err(panic) => Err(DataError::Image {
+            error: format!(
+                "the image decoder failed on this file ({})",
+                crate::panics::panic_message(&*panic)
+            ),
+            path: path.to_path_buf(),
+        }),
     }
 }
 

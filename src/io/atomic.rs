@@ -40,17 +40,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     res
 }
 
-/// Removes `.{name}.tmp{pid}-{n}` files of writers whose process no longer exists. Only where a
+/// Temporary files of `name` are `{prefix}{pid}-{n}`.
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+/// Removes the temporary files of `name` whose writer process no longer exists. Only where a
 /// process can be looked up (`/proc`); a live or unknown writer's file is never touched.
 fn remove_stale(dir: &Path, name: &str) {
-    let proc_fs = Path::new("/proc/self");
-    if !proc_fs.exists() {
+    let procs = Path::new("/proc");
+    if !procs.join("self").exists() {
         return;
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let prefix = format!(".{name}.tmp");
+    let prefix = temp_prefix(name);
     for entry in entries.flatten() {
         let file = entry.file_name();
         let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
@@ -62,7 +67,7 @@ fn remove_stale(dir: &Path, name: &str) {
         let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
             continue;
         };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+        if pid != std::process::id() && !procs.join(pid.to_string()).exists() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -72,7 +77,7 @@ fn remove_stale(dir: &Path, name: &str) {
 fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
+        let tmp = dir.join(format!("{}{}-{n}", temp_prefix(name), std::process::id()));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -140,14 +140,9 @@ impl Job {
                 let r =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&out, &flag)));
                 if let Err(p) = r {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
                     out.send(JobEvent::Failed(JobError::Crashed {
                         worker: what,
-                        message: msg,
+                        message: crate::panics::panic_message(&*p),
                     }));
                 }
             })?;

@@ -38,8 +38,8 @@ impl Divergence {
     /// model kept (those after `kept` steps).
     pub fn report(&self, kept: usize) -> String {
         format!(
-            "{self}: lower the learning rate, or look for extreme values in the data (the model \
-             keeps the weights after step {kept})"
+            "training diverged: {self}: lower the learning rate, or look for extreme values in \
+             the data (the model keeps the weights after step {kept})"
         )
     }
 }
