@@ -91,6 +91,20 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// [`png_header_only`] followed by an empty IDAT chunk and IEND: the header reads (the decoder
+/// stops at the first IDAT), the pixels are missing.
+fn png_without_pixels(w: u32, h: u32) -> Vec<u8> {
+    let mut out = png_header_only(w, h);
+    for name in [b"IDAT", b"IEND"] {
+        let mut crc = flate2::Crc::new();
+        crc.update(name);
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    out
+}
+
 /// Loads the train split of `dir`, returning the error, and checks time and allocation.
 fn reject(dir: &Path, case: &str) -> DataError {
     LARGEST.store(0, Ordering::Relaxed);
@@ -204,4 +218,20 @@ fn hostile_headers_are_rejected_without_large_allocations() {
     .unwrap();
     let e = reject(dir.path(), "PNG, 10^10 pixels declared");
     assert!(matches!(e, DataError::Image { .. }), "{e}");
+
+    // 160 M gray pixels fit the decoder's 512 MiB allocation limit but not qatlas's pixel cap:
+    // refused while the folder is listed, with the size in the message.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("train/a")).unwrap();
+    std::fs::write(
+        dir.path().join("train/a/bomb.png"),
+        png_without_pixels(16_000, 10_000),
+    )
+    .unwrap();
+    let e = reject(dir.path(), "PNG, 1.6e8 pixels declared");
+    let message = e.to_string();
+    assert!(
+        message.contains("bomb.png") && message.contains("160000000 pixels"),
+        "{message}"
+    );
 }

@@ -13,8 +13,8 @@ use qatlas::data::ImageTransform;
 use qatlas::data::transform::probe_bytes;
 use std::path::Path;
 
-/// Decoding is only tried on images with at most this many pixels (the folder loader itself
-/// has no such limit; this keeps executions fast).
+/// Decoding is only tried on images with at most this many pixels (the folder loader's own cap,
+/// `MAX_IMAGE_PIXELS`, is 150 M; this keeps executions fast).
 const MAX_PIXELS: u64 = 1 << 22;
 
 fuzz_target!(|data: &[u8]| {

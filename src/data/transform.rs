@@ -179,7 +179,7 @@ fn crop_offset(size: u32, crop: u32) -> i64 {
 }
 
 /// Opens an image file with its format guessed from the content (the `image` crate's default
-/// limits refuse headers that declare huge images).
+/// limits refuse headers that need more than 512 MiB; [`MAX_IMAGE_PIXELS`] caps the pixels).
 fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, DataError> {
     image::ImageReader::open(path)
         .map_err(|e| DataError::io(e, path))?
@@ -223,8 +223,14 @@ fn decode_with<R: BufRead + Seek>(
     reader: image::ImageReader<R>,
     path: &Path,
 ) -> Result<DynamicImage, DataError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode())) {
-        Ok(decoded) => decoded.map_err(|e| image_error(e, path)),
+    let decode = || {
+        use image::ImageDecoder;
+        let decoder = reader.into_decoder().map_err(|e| image_error(e, path))?;
+        check_pixels(decoder.dimensions(), path)?;
+        DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, path))
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(decoded) => decoded,
         Err(panic) => Err(DataError::Image {
             error: format!(
                 "the image decoder failed on this file ({})",
@@ -252,7 +258,27 @@ fn probe_with<R: BufRead + Seek>(
     use image::ImageDecoder;
     let decoder = reader.into_decoder().map_err(|e| image_error(e, path))?;
     let (w, h) = decoder.dimensions();
+    check_pixels((w, h), path)?;
     Ok((h, w, decoder.color_type().has_color()))
+}
+
+/// The most pixels an image file may declare (as Pillow's decompression-bomb limit, 2 x 89.5 M,
+/// rounded down): a crafted header cannot make a worker decode for minutes; no photograph a
+/// classifier is evaluated on comes close.
+pub const MAX_IMAGE_PIXELS: u64 = 150_000_000;
+
+fn check_pixels((w, h): (u32, u32), path: &Path) -> Result<(), DataError> {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(DataError::Image {
+            error: format!(
+                "the header declares {w} x {h} = {pixels} pixels; qatlas decodes images of at \
+                 most {MAX_IMAGE_PIXELS} pixels"
+            ),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// A named preprocessing recipe: transform plus normalisation.
