@@ -1,10 +1,11 @@
-//! End-to-end seed-cnn inference: the integer runtime (PTQ int8 and W4A8) versus the float graph,
+//! End-to-end seed-cnn inference: the integer runtime (PTQ int8 and W4A8) versus the float runtime
+//! and the float graph executor,
 //! images/s at batch 64 and single-image latency, same run, medians.
 //! `cargo bench --no-default-features --bench runtime_e2e` (with options and JSON: `qatlas bench
 //! e2e`). `QATLAS_E2E_PROFILE=<seconds>` instead runs only the int8
 //! model at batch 64 for that long (for `perf record`).
 
-use qatlas::bench::timing::measure;
+use qatlas::bench::timing::{FloatSide, measure};
 use qatlas::data::{Loader, Split, load_split};
 use qatlas::io::load_model;
 use qatlas::quant::plan::{Precision, QuantPlan};
@@ -29,6 +30,7 @@ fn main() {
     let profile: Option<f64> = std::env::var("QATLAS_E2E_PROFILE")
         .ok()
         .and_then(|v| v.parse().ok());
+    let float_rt = IntModel::from_float(&model.graph, &ConvertOptions::default()).unwrap();
     for (prec, mode) in [
         (Precision::Int8, Requantization::FixedPoint),
         (Precision::Int8, Requantization::Float),
@@ -64,16 +66,22 @@ fn main() {
             );
             continue;
         }
-        let t = measure(&m, &model.graph, &x, 5, 0.3).unwrap();
+        let side = FloatSide {
+            runtime: Some(&float_rt),
+            graph: &model.graph,
+        };
+        let t = measure(&m, side, &x, 5, 0.3).unwrap();
         println!(
-            "seed-cnn {} {mode:?}, {threads} threads: batch 64 integer {:.0} img/s vs float {:.0} img/s ({:.2}x); batch 1 integer {:.1} us vs float {:.1} us ({:.2}x)",
+            "seed-cnn {} {mode:?}, {threads} threads: batch 64 integer {:.0} img/s vs float runtime {:.0} img/s ({:.2}x) and graph {:.0} img/s; batch 1 integer {:.1} us vs float runtime {:.1} us ({:.2}x) and graph {:.1} us",
             prec.name(),
             t.int_images_per_s,
             t.float_images_per_s,
             t.int_images_per_s / t.float_images_per_s,
+            t.graph_images_per_s,
             t.int_latency_us,
             t.float_latency_us,
-            t.float_latency_us / t.int_latency_us
+            t.float_latency_us / t.int_latency_us,
+            t.graph_latency_us
         );
     }
 }

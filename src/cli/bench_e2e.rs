@@ -1,5 +1,5 @@
 //! `qatlas bench e2e`: prints [`crate::bench::e2e`]: end-to-end seed-cnn inference, integer
-//! runtime versus the float graph (`Graph::infer`) in the same run: images/s at a batch size (default 64) and single-image
+//! runtime versus the float runtime and the float graph executor (`Graph::infer`) in the same run: images/s at a batch size (default 64) and single-image
 //! latency, medians of interleaved repeats.
 
 use super::common::{DataArgs, default_model, print_json};
@@ -76,7 +76,9 @@ pub fn measure(a: &BenchE2eArgs) -> anyhow::Result<(serde_json::Value, PathBuf, 
         "int_images_per_s": t.int_images_per_s, "float_images_per_s": t.float_images_per_s,
         "images_per_s_ratio": r.images_per_s_ratio(),
         "int_latency_us": t.int_latency_us, "float_latency_us": t.float_latency_us,
-        "latency_ratio": r.latency_ratio(),
+        "latency_ratio": r.latency_ratio(), "float_engine": t.float_engine,
+        "float_runtime_error": r.float_runtime_error,
+        "graph_images_per_s": t.graph_images_per_s, "graph_latency_us": t.graph_latency_us,
     });
     Ok((v, path, r))
 }
@@ -102,18 +104,25 @@ pub fn print_result(path: &Path, r: &E2eResult) {
         r.kernel_path,
         t.repeats
     );
+    if let Some(e) = &r.float_runtime_error {
+        println!("  the float runtime cannot run this model ({e}): float = the graph executor");
+    }
     println!(
-        "  batch {:<3}  integer {:>9.0} img/s   float {:>9.0} img/s   ratio {:.2}x",
+        "  batch {:<3}  integer {:>9.0} img/s   float {} {:>9.0} img/s   ratio {:.2}x   graph executor {:>9.0} img/s",
         t.batch,
         t.int_images_per_s,
+        t.float_engine,
         t.float_images_per_s,
-        r.images_per_s_ratio()
+        r.images_per_s_ratio(),
+        t.graph_images_per_s
     );
     println!(
-        "  batch 1    integer {:>9.1} us      float {:>9.1} us      ratio {:.2}x",
+        "  batch 1    integer {:>9.1} us      float {} {:>9.1} us      ratio {:.2}x   graph executor {:>9.1} us",
         t.int_latency_us,
+        t.float_engine,
         t.float_latency_us,
-        r.latency_ratio()
+        r.latency_ratio(),
+        t.graph_latency_us
     );
     println!(
         "  ONNX Runtime is not measured by this command; time it in the same sitting with tools/ort_e2e_bench.py"

@@ -4,7 +4,6 @@
 
 use super::common::{DataArgs, SplitArg, batch_for, default_model, print_json};
 use crate::io::load_any;
-use crate::train::evaluate;
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -48,10 +47,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let norm = a.data.normalization(&model.meta.normalization)?;
         let ds = a.data.load(a.split.into(), a.limit)?;
         norm.validate(ds.c)?;
-        (
-            evaluate(&model.graph, &ds, &norm, batch_for(a.batch, &ds))?,
-            "float engine",
-        )
+        let (r, engine) =
+            crate::runtime::evaluate_float(&model.graph, &ds, &norm, batch_for(a.batch, &ds))?;
+        (r, engine.name())
     };
     if a.json {
         print_json(&json!({

@@ -20,8 +20,7 @@ pub use sweep::{IntegerCheck, SweepDone};
 use crate::data::{Dataset, Normalization};
 use crate::io::Model;
 use crate::train::{
-    Control, Divergence, EvalResult, TrainConfig, TrainError, TrainEvent, TrainSummary, evaluate,
-    train,
+    Control, Divergence, EvalResult, TrainConfig, TrainError, TrainEvent, TrainSummary, train,
 };
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -210,12 +209,14 @@ impl Job {
         norm: Normalization,
         waker: Waker,
     ) -> std::io::Result<Job> {
-        Job::spawn("qatlas-eval", waker, move |out, _| {
-            match evaluate(&model.graph, &data, &norm, 256) {
-                Ok(r) => out.send(JobEvent::Evaluated(r)),
+        Job::spawn(
+            "qatlas-eval",
+            waker,
+            move |out, _| match crate::runtime::evaluate_float(&model.graph, &data, &norm, 256) {
+                Ok((r, _)) => out.send(JobEvent::Evaluated(r)),
                 Err(e) => out.send(JobEvent::Failed(JobError::Evaluate(e))),
-            }
-        })
+            },
+        )
     }
 
     /// Events received so far, without blocking.

@@ -59,7 +59,9 @@ struct IntParts {
 
 enum Compute {
     Int(IntParts),
-    /// `cout x K` row-major f32 weights.
+    /// f32 weights, per group `K x cout/groups` row-major (K-major: the GEMM streams its
+    /// weight operand row by row; the `cout x K` order of the model file, read by columns,
+    /// costs up to 3x on wide layers).
     Float(Vec<f32>),
 }
 
@@ -79,6 +81,23 @@ pub struct Layer {
     compute: Compute,
     /// The direct form of a depthwise convolution (see [`depthwise`]).
     depthwise: Option<depthwise::Depthwise>,
+}
+
+/// `groups` blocks of `cg x k` row-major weights, each transposed to `k x cg`.
+fn k_major(w: &[f32], groups: usize, cg: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for g in 0..groups {
+        let (src, dst) = (
+            &w[g * cg * k..(g + 1) * cg * k],
+            &mut t[g * cg * k..(g + 1) * cg * k],
+        );
+        for c in 0..cg {
+            for kk in 0..k {
+                dst[kk * cg + c] = src[c * k + kk];
+            }
+        }
+    }
+    t
 }
 
 /// Grows `v` to at least `n` elements (never shrinks: buffers are shared by layers of
@@ -241,7 +260,7 @@ impl Layer {
             None => {
                 let w = float_weights(l, data, len)?;
                 depthwise = dw_shape.map(|sh| depthwise::Depthwise::float(sh, &w));
-                Compute::Float(w)
+                Compute::Float(k_major(&w, groups, l.cout / groups, k))
             }
             Some(gi) => {
                 let q = int_values(l, data, len)?;
@@ -448,7 +467,7 @@ impl Layer {
                     let tmp = &mut s.tmp_f32[..m * cg];
                     sgemm(
                         MatRef::row_major(a, m, self.k),
-                        MatRef::row_major_t(&w[g * cg * self.k..(g + 1) * cg * self.k], cg, self.k),
+                        MatRef::row_major(&w[g * cg * self.k..(g + 1) * cg * self.k], self.k, cg),
                         MatMut::row_major(tmp, m, cg),
                         false,
                         par == Parallelism::Rayon,

@@ -41,7 +41,7 @@ pub mod store;
 
 pub use convert::ConvertOptions;
 pub use error::RuntimeError;
-pub use eval::evaluate;
+pub use eval::{FloatEngine, evaluate, evaluate_float};
 pub use profile::{Profile, StepTime};
 pub use spec::{ModelSpec, Requantization, WeightStorage};
 pub use store::{TensorData, is_bundle};
@@ -76,6 +76,16 @@ impl IntModel {
     pub fn convert(g: &Graph, opts: &ConvertOptions) -> Result<Self, RuntimeError> {
         let (spec, tensors) = convert::convert(g, opts)?;
         Self::from_parts(spec, tensors)
+    }
+
+    /// The float inference engine of a float graph: BatchNorm folded into the layers before it
+    /// (as PTQ folds it), then lowered like a fake-quant graph with no quantizer, so every layer
+    /// computes in f32 in NHWC buffers with bias and activation fused into the GEMM's epilogue
+    /// and buffers reused across calls. Outputs match [`Graph::infer`] up to f32 summation order.
+    pub fn from_float(g: &Graph, opts: &ConvertOptions) -> Result<Self, RuntimeError> {
+        let (folded, _) = crate::quant::fold_batchnorm(g)
+            .map_err(|e| RuntimeError::Invalid(format!("folding BatchNorm: {e}")))?;
+        Self::convert(&folded, opts)
     }
 
     /// Validates a description against its tensors and builds the engine.

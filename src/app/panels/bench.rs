@@ -399,9 +399,14 @@ fn e2e_ui(ui: &mut egui::Ui, v: &E2eView) {
     ));
     egui::Grid::new("bench_e2e_table")
         .striped(true)
-        .num_columns(4)
+        .num_columns(5)
         .show(ui, |ui| {
-            for h in ["", "integer", "float", "integer vs float"] {
+            let float = if t.float_engine == "runtime" {
+                "float runtime"
+            } else {
+                "float (graph)"
+            };
+            for h in ["", "integer", float, "integer vs float", "graph executor"] {
                 ui.label(RichText::new(h).strong());
             }
             ui.end_row();
@@ -409,11 +414,18 @@ fn e2e_ui(ui: &mut egui::Ui, v: &E2eView) {
             ui.label(format::images_per_s(t.int_images_per_s));
             ui.label(format::images_per_s(t.float_images_per_s));
             ui.label(format!("{:.2}× the throughput", r.images_per_s_ratio()));
+            ui.label(format::images_per_s(t.graph_images_per_s));
             ui.end_row();
             ui.label("batch 1: latency");
             ui.label(format!("{:.1} µs", t.int_latency_us));
             ui.label(format!("{:.1} µs", t.float_latency_us));
             ui.label(format!("{:.2}× faster", r.latency_ratio()));
+            ui.label(format!("{:.1} µs", t.graph_latency_us));
             ui.end_row();
         });
+    if let Some(e) = &r.float_runtime_error {
+        ui.label(format!(
+            "The float runtime cannot run this model ({e}); the float figures are the graph executor's."
+        ));
+    }
 }
