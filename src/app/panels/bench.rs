@@ -65,7 +65,7 @@ impl BenchPanel {
                     }
                 }
                 ui.add_space(10.0);
-                ui.heading("End to end (seed-cnn inference)");
+                ui.heading("End to end (inference of the open model)");
                 match &b.e2e {
                     Some(v) => e2e_ui(ui, v),
                     None => {
@@ -367,7 +367,8 @@ fn e2e_ui(ui: &mut egui::Ui, v: &E2eView) {
         ui.label(
             RichText::new(format!(
                 "PTQ with {} weights on the first 1000 training images, then the integer runtime \
-                 against the float graph: {} repeat(s) of {:.2} s each, interleaved, medians.",
+                 against the float runtime (f32 NHWC layers, BatchNorm folded) and the graph \
+                 executor (what training runs): {} repeat(s) of {:.2} s each, interleaved, medians.",
                 c.precision.name(),
                 c.repeats,
                 c.secs
