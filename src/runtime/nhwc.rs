@@ -52,6 +52,22 @@ pub fn im2row<T: Copy>(
     pad: T,
     col: &mut [T],
 ) {
+    if g.groups == 1 && g.dilation == [1, 1] {
+        // Short runs (first layers: kw·cin of 3 to 21 values) as fixed-size copies; longer
+        // ones are a `memcpy` each, which is then the cheaper part.
+        let f = match g.kw * g.cin {
+            3 => im2row_run::<T, 3>,
+            5 => im2row_run::<T, 5>,
+            9 => im2row_run::<T, 9>,
+            21 => im2row_run::<T, 21>,
+            _ => {
+                return im2row_with(x, d, g, group, out, pad, col, |dst, src| {
+                    dst.copy_from_slice(src)
+                });
+            }
+        };
+        return f(x, d, g, out, pad, col);
+    }
     im2row_with(x, d, g, group, out, pad, col, |dst, src| {
         dst.copy_from_slice(src)
     });
@@ -71,15 +87,15 @@ pub fn im2row_u8(
     if g.groups == 1 && g.dilation == [1, 1] {
         // Runs of kw·cin bytes of common layers, copied as fixed-size arrays.
         let f = match g.kw * g.cin {
-            3 => im2row_run::<3>,
-            21 => im2row_run::<21>,
-            5 => im2row_run::<5>,
-            9 => im2row_run::<9>,
-            30 => im2row_run::<30>,
-            48 => im2row_run::<48>,
-            96 => im2row_run::<96>,
-            192 => im2row_run::<192>,
-            384 => im2row_run::<384>,
+            3 => im2row_run::<u8, 3>,
+            21 => im2row_run::<u8, 21>,
+            5 => im2row_run::<u8, 5>,
+            9 => im2row_run::<u8, 9>,
+            30 => im2row_run::<u8, 30>,
+            48 => im2row_run::<u8, 48>,
+            96 => im2row_run::<u8, 96>,
+            192 => im2row_run::<u8, 192>,
+            384 => im2row_run::<u8, 384>,
             _ => return im2row_with(x, d, g, group, out, pad, col, copy_small),
         };
         return f(x, d, g, out, pad, col);
@@ -87,15 +103,15 @@ pub fn im2row_u8(
     im2row_with(x, d, g, group, out, pad, col, copy_small)
 }
 
-/// One-group, undilated im2row whose kernel rows are `RUN = kw·cin` contiguous bytes of the
+/// One-group, undilated im2row whose kernel rows are `RUN = kw·cin` contiguous values of the
 /// input wherever the window lies inside it.
-fn im2row_run<const RUN: usize>(
-    x: &[u8],
+fn im2row_run<T: Copy, const RUN: usize>(
+    x: &[T],
     d: Dims,
     g: &ConvGeom,
     out: Dims,
-    pad: u8,
-    col: &mut [u8],
+    pad: T,
+    col: &mut [T],
 ) {
     let (c, k) = (d.c, g.kh * RUN);
     for oy in 0..out.h {
@@ -110,7 +126,7 @@ fn im2row_run<const RUN: usize>(
             }
             let xrow = &x[iy as usize * d.w * c..][..d.w * c];
             for (ox, row) in line.chunks_exact_mut(k).enumerate() {
-                let dst: &mut [u8; RUN] = (&mut row[i * RUN..(i + 1) * RUN])
+                let dst: &mut [T; RUN] = (&mut row[i * RUN..(i + 1) * RUN])
                     .try_into()
                     .expect("RUN-byte run");
                 let ix0 = (ox * g.stride[1]) as isize - g.pads[1] as isize;
@@ -356,7 +372,8 @@ mod tests {
 
     #[test]
     fn fast_im2row_matches_the_generic_one() {
-        // 3 channels, 5x4 image, 3x3 (run 9) and 1x3 (run 9 too) kernels, strides and pads.
+        // 3 channels, 5x4 image, 3x3 (run 9) and 1x3 (run 9 too) kernels, strides and pads, on
+        // u8 and f32.
         let d = Dims { h: 5, w: 4, c: 3 };
         let x: Vec<u8> = (0..60).map(|i| (i * 7 % 251) as u8).collect();
         for (kh, kw, stride, pads) in [
@@ -376,11 +393,22 @@ mod tests {
             let oh = (d.h + pads[0] + pads[2] - kh) / stride[0] + 1;
             let ow = (d.w + pads[1] + pads[3] - kw) / stride[1] + 1;
             let out = Dims { h: oh, w: ow, c: 1 };
-            let mut a = vec![0u8; oh * ow * kh * kw * 3];
-            let mut b = a.clone();
-            im2row(&x, d, &g, 0, out, 200, &mut a);
-            im2row_u8(&x, d, &g, 0, out, 200, &mut b);
-            assert_eq!(a, b, "{kh}x{kw} {stride:?} {pads:?}");
+            let mut generic = vec![0u8; oh * ow * kh * kw * 3];
+            im2row_with(&x, d, &g, 0, out, 200, &mut generic, |a, b| {
+                a.copy_from_slice(b)
+            });
+            let mut fast = vec![0u8; generic.len()];
+            im2row_u8(&x, d, &g, 0, out, 200, &mut fast);
+            assert_eq!(fast, generic, "u8 {kh}x{kw} {stride:?} {pads:?}");
+            // The f32 build of the same runs.
+            let xf: Vec<f32> = x.iter().map(|&v| f32::from(v) - 0.5).collect();
+            let mut generic_f = vec![0f32; generic.len()];
+            im2row_with(&xf, d, &g, 0, out, -1.0, &mut generic_f, |a, b| {
+                a.copy_from_slice(b)
+            });
+            let mut fast_f = vec![0f32; generic.len()];
+            im2row(&xf, d, &g, 0, out, -1.0, &mut fast_f);
+            assert_eq!(fast_f, generic_f, "f32 {kh}x{kw} {stride:?} {pads:?}");
         }
     }
 
