@@ -10,7 +10,7 @@
 //! shrunk for small problems so that every thread gets work.
 
 use super::Int8Error;
-use super::dispatch::MmmKernel;
+use super::dispatch::{MmmKernel, PackFormat};
 use super::float_requant::float_requant_row;
 use super::pack::{AlignedBytes, PackedB, avx2_available, pack_a_block};
 use super::requant::{QuantOutput, Requant, requant_row};
@@ -362,25 +362,39 @@ fn run(a: &[u8], m: usize, b: &PackedB, epi: &dyn Epilogue, par: Parallelism) {
                 epi.finish(blk, &mut s.c, ldc);
                 return;
             }
+            // A row block read in place: with K4I8 (bytes as they come), K a whole number of
+            // groups and no padding rows, the packed block would be a plain copy of it. Done
+            // where A is read by at most two column panels (narrow layers: the copy would cost
+            // as much as the products); wider blocks keep the packed copy, whose short rows
+            // stay in cache while every panel reads them.
+            let in_place = kernel.format == PackFormat::K4I8
+                && kernel.k_groups_multiple == 1
+                && k % kg == 0
+                && rows == rows_p
+                && panels <= 2;
             let kc = kc_groups(kernel);
             for g0 in (0..b.groups).step_by(kc) {
                 let gl = kc.min(b.groups - g0);
                 let (k0, kl) = (g0 * kg, (gl * kg).min(k.saturating_sub(g0 * kg)));
-                let lda = gl * 4;
-                s.a.resize(rows_p * lda);
-                pack_a_block(
-                    kernel.format,
-                    a,
-                    k,
-                    i0,
-                    rows,
-                    rows_p,
-                    k0,
-                    kl,
-                    lda,
-                    s.a.as_mut_slice(),
-                );
-                let ap = s.a.as_slice();
+                let (ap, lda) = if in_place {
+                    (&a[i0 * k + k0..], k)
+                } else {
+                    let lda = gl * 4;
+                    s.a.resize(rows_p * lda);
+                    pack_a_block(
+                        kernel.format,
+                        a,
+                        k,
+                        i0,
+                        rows,
+                        rows_p,
+                        k0,
+                        kl,
+                        lda,
+                        s.a.as_mut_slice(),
+                    );
+                    (s.a.as_slice(), lda)
+                };
                 for jp in 0..panels {
                     let bp = b.panel(j0 / nr + jp, g0, gl);
                     for ip in 0..rows_p / mr {
