@@ -4,7 +4,7 @@
 
 use super::common::{DataArgs, default_model, print_json};
 use crate::bench::e2e::{CALIB_IMAGES, E2eConfig, E2eResult, run_e2e};
-use crate::data::Split;
+use crate::data::{Dataset, Pixels, Split};
 use crate::io::load_any;
 use crate::quant::Precision;
 use clap::Args;
@@ -23,6 +23,10 @@ pub struct BenchE2eArgs {
     pub precision: Precision,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Time on this many random images of the model's input size (uniform 8-bit pixels, for
+    /// calibration and timing) instead of a dataset: speed only, the accuracy is meaningless.
+    #[arg(long, conflicts_with = "data")]
+    pub random_images: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Measurements per configuration (interleaved; medians reported).
@@ -49,8 +53,16 @@ pub fn measure(a: &BenchE2eArgs) -> anyhow::Result<(serde_json::Value, PathBuf, 
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let norm = a.data.normalization(&model.meta.normalization)?;
-    let calib = a.data.load(Split::Train, Some(CALIB_IMAGES))?;
-    let test = a.data.load(Split::Test, Some(a.batch))?;
+    let (calib, test) = match a.random_images {
+        Some(n) => {
+            let imgs = random_images(&model.graph.input_shape, n.max(a.batch), &path)?;
+            (imgs.clone(), imgs)
+        }
+        None => (
+            a.data.load(Split::Train, Some(CALIB_IMAGES))?,
+            a.data.load(Split::Test, Some(a.batch))?,
+        ),
+    };
     norm.validate(calib.c)?;
     let cfg = E2eConfig {
         precision: a.precision,
@@ -81,6 +93,33 @@ pub fn measure(a: &BenchE2eArgs) -> anyhow::Result<(serde_json::Value, PathBuf, 
         "graph_images_per_s": t.graph_images_per_s, "graph_latency_us": t.graph_latency_us,
     });
     Ok((v, path, r))
+}
+
+/// `n` images of uniform random 8-bit pixels in the model's `[c, h, w]` input shape (fixed
+/// seed), labelled 0.
+fn random_images(shape: &[usize], n: usize, model: &Path) -> anyhow::Result<Dataset> {
+    let &[c, h, w] = shape else {
+        anyhow::bail!(
+            "{}: --random-images needs an image model ([C, H, W] input), not {shape:?}",
+            model.display()
+        );
+    };
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let pixels = (0..n * c * h * w)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    Ok(Dataset::new(
+        "random",
+        Pixels::U8(pixels),
+        vec![0; n],
+        [c, h, w],
+        vec![],
+    )?)
 }
 
 /// Runs `qatlas bench e2e`.
