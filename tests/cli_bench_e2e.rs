@@ -35,10 +35,20 @@ fn random_images_time_all_three_engines() {
 #[test]
 fn random_images_and_a_dataset_are_exclusive() {
     let out = Command::new(env!("CARGO_BIN_EXE_qatlas"))
-        .args(["bench", "e2e", "--random-images", "8", "--data", "assets/mnist"])
+        .args([
+            "bench",
+            "e2e",
+            "--random-images",
+            "8",
+            "--data",
+            "assets/mnist",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--random-images") && err.contains("--data"), "{err}");
+    assert!(
+        err.contains("--random-images") && err.contains("--data"),
+        "{err}"
+    );
 }

@@ -231,10 +231,9 @@ pub fn max_pool<T: Copy + PartialOrd>(x: &[T], d: Dims, wins: &[Window], y: &mut
             for ix in win.x0..win.x1 {
                 let src = &x[(iy * d.w + ix) * c..][..c];
                 for (m, &v) in dst.iter_mut().zip(src) {
-                    // `!(v <= m)` also takes NaN (f32), as the float op does.
-                    if !(v <= *m) {
-                        *m = v;
-                    }
+                    // `!(v <= m)` also takes NaN (f32), as the float op does; a select, not a
+                    // conditional store, so the channel loop vectorizes (compare + blend).
+                    *m = if v <= *m { *m } else { v };
                 }
             }
         }
