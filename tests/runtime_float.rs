@@ -100,3 +100,26 @@ fn mobile_shuffle_and_dense_patterns_match_the_graph_executor() {
         check(&g, fixture, &images());
     }
 }
+
+#[test]
+fn a_single_large_image_matches_the_same_image_in_a_batch() {
+    // 64x64 inputs: a lone image's im2row is large enough to run in bands on the pool
+    // (`nhwc::im2row_banded`), while in a batch of 4 each image runs whole on one thread.
+    let mut g = Arch::ResnetMini.build([1, 64, 64], 10, 9).unwrap();
+    perturb_batchnorm(&mut g);
+    let m = IntModel::from_float(&g, &ConvertOptions::default()).unwrap();
+    let x = qatlas::tensor::from_vec(
+        &[4, 1, 64, 64],
+        (0..4 * 64 * 64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect(),
+    );
+    let batch = m.infer(&x).unwrap();
+    let one = x
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
+        .to_owned();
+    let lone = m.infer(&one).unwrap();
+    let row: Vec<f32> = batch.iter().take(10).copied().collect();
+    assert_eq!(lone.iter().copied().collect::<Vec<_>>(), row);
+    check(&g, "resnet-mini 64x64", &x);
+}

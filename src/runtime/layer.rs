@@ -20,7 +20,7 @@ mod depthwise;
 mod float_epilogue;
 
 use super::error::{RuntimeError, invalid};
-use super::nhwc::{im2row, im2row_u8};
+use super::nhwc::{Unfold, im2row, im2row_banded, im2row_u8};
 use super::spec::{Act, Dims, LayerKind, LayerSpec, QGrid, Requantization, WeightStorage};
 use super::store::TensorData;
 use crate::kernels::int8::{
@@ -383,14 +383,16 @@ impl Layer {
     /// The GEMM's A operand for group `g`: `rows x K`, from `x` (im2row, or `x` itself for a
     /// Linear or a 1x1 stride-1 unpadded one-group convolution).
     #[allow(clippy::type_complexity)]
-    fn operand<'a, T: Copy>(
+    #[allow(clippy::too_many_arguments)]
+    fn operand<'a, T: Copy + Send + Sync>(
         &self,
         x: &'a [T],
         nb: usize,
         g: usize,
         pad: T,
         col: &'a mut Vec<T>,
-        unfold: fn(&[T], Dims, &super::spec::ConvGeom, usize, Dims, T, &mut [T]),
+        unfold: Unfold<T>,
+        par: Parallelism,
     ) -> &'a [T] {
         let Some(cg) = &self.conv else {
             return x;
@@ -410,6 +412,12 @@ impl Layer {
             col.resize(nb * oe, pad);
         }
         let col = &mut col[..nb * oe];
+        // One image with the pool at hand (batch 1): its im2row in bands on the pool, as the
+        // GEMM after it (below ~256 KB the hand-off costs more than the copy).
+        if nb == 1 && par == Parallelism::Rayon && oe * size_of::<T>() >= 1 << 18 {
+            im2row_banded(unfold, x, self.input, cg, g, self.output, pad, col);
+            return col;
+        }
         for i in 0..nb {
             unfold(
                 &x[i * ie..(i + 1) * ie],
@@ -445,7 +453,7 @@ impl Layer {
         match &self.compute {
             Compute::Int(p) => {
                 for g in 0..self.groups {
-                    let a = self.operand(x_u8, nb, g, p.zx, &mut s.col_u8, im2row_u8);
+                    let a = self.operand(x_u8, nb, g, p.zx, &mut s.col_u8, im2row_u8, par);
                     if let Some(rq) = &p.fused {
                         gemm_u8s8_requant(a, m, p.zx, &p.packed[g], rq, out_u8, par)?;
                         continue;
@@ -462,7 +470,7 @@ impl Layer {
             }
             Compute::Float(w) => {
                 for g in 0..self.groups {
-                    let a = self.operand(x_f32, nb, g, 0.0, &mut s.col_f32, im2row::<f32>);
+                    let a = self.operand(x_f32, nb, g, 0.0, &mut s.col_f32, im2row::<f32>, par);
                     grow(&mut s.tmp_f32, m * cg);
                     let tmp = &mut s.tmp_f32[..m * cg];
                     sgemm(

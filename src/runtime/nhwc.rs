@@ -73,6 +73,54 @@ pub fn im2row<T: Copy>(
     });
 }
 
+/// An im2row function ([`im2row`], [`im2row_u8`]).
+pub type Unfold<T> = fn(&[T], Dims, &ConvGeom, usize, Dims, T, &mut [T]);
+
+/// `unfold` of one image split over the rayon pool by bands of output rows: each band is the
+/// same im2row on the input rows it reads (the top padding shifted so that the band starts at
+/// its first output row), so the result equals one call. For batch-1 inference, where the
+/// GEMM after it is parallel and a serial im2row would be the critical path.
+#[allow(clippy::too_many_arguments)]
+pub fn im2row_banded<T: Copy + Send + Sync>(
+    unfold: Unfold<T>,
+    x: &[T],
+    d: Dims,
+    g: &ConvGeom,
+    group: usize,
+    out: Dims,
+    pad: T,
+    col: &mut [T],
+) {
+    use rayon::prelude::*;
+    let row_len = out.w * g.kh * g.kw * (g.cin / g.groups);
+    let bands = rayon::current_num_threads() * 2;
+    let band_rows = out.h.div_ceil(bands.max(1)).max(1);
+    if out.h < 2 || row_len == 0 {
+        return unfold(x, d, g, group, out, pad, col);
+    }
+    col[..out.h * row_len]
+        .par_chunks_mut(band_rows * row_len)
+        .enumerate()
+        .for_each(|(b, band)| {
+            let rows = band.len() / row_len;
+            let sub = Dims { h: rows, ..out };
+            let start = (b * band_rows * g.stride[0]) as isize - g.pads[0] as isize;
+            let mut gb = g.clone();
+            if start < 0 {
+                gb.pads[0] = (-start) as usize;
+                unfold(x, d, &gb, group, sub, pad, band);
+            } else if (start as usize) < d.h {
+                let s = start as usize;
+                gb.pads[0] = 0;
+                let db = Dims { h: d.h - s, ..d };
+                unfold(&x[s * d.w * d.c..], db, &gb, group, sub, pad, band);
+            } else {
+                // Every window of the band lies in the bottom padding.
+                band.fill(pad);
+            }
+        });
+}
+
 /// [`im2row`] for u8, copying the short runs with inline fixed-size moves (a `memcpy` call per
 /// 3- or 48-byte run costs more than the copy).
 pub fn im2row_u8(
@@ -408,6 +456,55 @@ mod tests {
             let mut fast_f = vec![0f32; generic.len()];
             im2row(&xf, d, &g, 0, out, -1.0, &mut fast_f);
             assert_eq!(fast_f, generic_f, "f32 {kh}x{kw} {stride:?} {pads:?}");
+        }
+    }
+
+    #[test]
+    fn banded_im2row_equals_one_call() {
+        // 9x7 image, 4 channels; kernels with top/bottom padding larger than a band, strides 1
+        // and 2, dilation, groups; bands on a 3-thread pool (6 bands).
+        let d = Dims { h: 9, w: 7, c: 4 };
+        let x: Vec<u8> = (0..9 * 7 * 4).map(|i| (i * 11 % 253) as u8).collect();
+        let xf: Vec<f32> = x.iter().map(|&v| f32::from(v) * 0.5).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for (kh, kw, stride, pads, dilation, groups) in [
+            (3, 3, [1, 1], [1; 4], [1, 1], 1),
+            (3, 3, [2, 2], [2, 1, 3, 0], [1, 1], 1),
+            (5, 1, [1, 1], [4, 0, 4, 0], [1, 1], 1),
+            (3, 3, [1, 2], [2, 2, 2, 2], [2, 1], 2),
+        ] {
+            let g = ConvGeom {
+                cin: 4,
+                kh,
+                kw,
+                stride,
+                pads,
+                dilation,
+                groups,
+            };
+            let oh = (d.h + pads[0] + pads[2] - (kh - 1) * dilation[0] - 1) / stride[0] + 1;
+            let ow = (d.w + pads[1] + pads[3] - (kw - 1) * dilation[1] - 1) / stride[1] + 1;
+            let out = Dims { h: oh, w: ow, c: 1 };
+            let len = oh * ow * kh * kw * 4 / groups;
+            for group in 0..groups {
+                let (mut one, mut banded) = (vec![0u8; len], vec![1u8; len]);
+                im2row_u8(&x, d, &g, group, out, 9, &mut one);
+                pool.install(|| im2row_banded(im2row_u8, &x, d, &g, group, out, 9, &mut banded));
+                assert_eq!(
+                    banded, one,
+                    "u8 {kh}x{kw} {stride:?} {pads:?} group {group}"
+                );
+                let (mut one, mut banded) = (vec![0f32; len], vec![1f32; len]);
+                im2row(&xf, d, &g, group, out, -2.0, &mut one);
+                pool.install(|| im2row_banded(im2row, &xf, d, &g, group, out, -2.0, &mut banded));
+                assert_eq!(
+                    banded, one,
+                    "f32 {kh}x{kw} {stride:?} {pads:?} group {group}"
+                );
+            }
         }
     }
 
