@@ -52,25 +52,30 @@ pub fn im2row<T: Copy>(
     pad: T,
     col: &mut [T],
 ) {
-    if g.groups == 1 && g.dilation == [1, 1] {
-        // Short runs (first layers: kw·cin of 3 to 21 values) as fixed-size copies; longer
-        // ones are a `memcpy` each, which is then the cheaper part.
-        let f = match g.kw * g.cin {
-            3 => im2row_run::<T, 3>,
-            5 => im2row_run::<T, 5>,
-            9 => im2row_run::<T, 9>,
-            21 => im2row_run::<T, 21>,
-            _ => {
-                return im2row_with(x, d, g, group, out, pad, col, |dst, src| {
-                    dst.copy_from_slice(src)
-                });
-            }
-        };
+    if g.groups == 1
+        && g.dilation == [1, 1]
+        && let Some(f) = short_run::<T>(g.kw * g.cin)
+    {
         return f(x, d, g, out, pad, col);
     }
     im2row_with(x, d, g, group, out, pad, col, |dst, src| {
         dst.copy_from_slice(src)
     });
+}
+
+/// [`im2row_run`] of one-group, undilated layers.
+type RunFn<T> = fn(&[T], Dims, &ConvGeom, Dims, T, &mut [T]);
+
+/// The fixed-size run copy for short runs (first layers: kw·cin of 3 to 21 values); longer
+/// runs are a `memcpy` each, which is then the cheaper part.
+fn short_run<T: Copy>(run: usize) -> Option<RunFn<T>> {
+    Some(match run {
+        3 => im2row_run::<T, 3> as RunFn<T>,
+        5 => im2row_run::<T, 5>,
+        9 => im2row_run::<T, 9>,
+        21 => im2row_run::<T, 21>,
+        _ => return None,
+    })
 }
 
 /// An im2row function ([`im2row`], [`im2row_u8`]).
@@ -133,20 +138,19 @@ pub fn im2row_u8(
     col: &mut [u8],
 ) {
     if g.groups == 1 && g.dilation == [1, 1] {
-        // Runs of kw·cin bytes of common layers, copied as fixed-size arrays.
+        // Runs of kw·cin bytes of common layers, copied as fixed-size arrays (for bytes a
+        // `memcpy` call per run up to 384 costs more than the copy).
         let f = match g.kw * g.cin {
-            3 => im2row_run::<u8, 3>,
-            21 => im2row_run::<u8, 21>,
-            5 => im2row_run::<u8, 5>,
-            9 => im2row_run::<u8, 9>,
-            30 => im2row_run::<u8, 30>,
-            48 => im2row_run::<u8, 48>,
-            96 => im2row_run::<u8, 96>,
-            192 => im2row_run::<u8, 192>,
-            384 => im2row_run::<u8, 384>,
-            _ => return im2row_with(x, d, g, group, out, pad, col, copy_small),
+            30 => Some(im2row_run::<u8, 30> as RunFn<u8>),
+            48 => Some(im2row_run::<u8, 48> as RunFn<u8>),
+            96 => Some(im2row_run::<u8, 96> as RunFn<u8>),
+            192 => Some(im2row_run::<u8, 192> as RunFn<u8>),
+            384 => Some(im2row_run::<u8, 384> as RunFn<u8>),
+            run => short_run::<u8>(run),
         };
-        return f(x, d, g, out, pad, col);
+        if let Some(f) = f {
+            return f(x, d, g, out, pad, col);
+        }
     }
     im2row_with(x, d, g, group, out, pad, col, copy_small)
 }
