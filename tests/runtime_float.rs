@@ -29,13 +29,9 @@ fn images() -> Tensor {
 /// BatchNorm statistics and affine parameters away from the identity (a freshly built model's
 /// BatchNorm is the identity, which would hide a wrong fold).
 fn perturb_batchnorm(g: &mut Graph) {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut next = move || rng.random::<f32>();
     for p in &mut g.params {
         let kind = p.name.rsplit('.').next().unwrap_or("").to_string();
         if !p.name.contains("bn") {

@@ -247,7 +247,8 @@ mod tests {
         assert!(r.timing.int_latency_us > 0.0 && r.images_per_s_ratio() > 0.0);
         // seed-cnn lowers to the float runtime, so the float figures are the runtime's.
         assert_eq!(
-            r.timing.float_engine, "runtime",
+            r.timing.float_engine,
+            crate::runtime::FloatEngine::Runtime,
             "{:?}",
             r.float_runtime_error
         );

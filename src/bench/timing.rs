@@ -8,7 +8,7 @@
 
 use super::median;
 use crate::graph::Graph;
-use crate::runtime::{IntModel, RuntimeError};
+use crate::runtime::{FloatEngine, IntModel, RuntimeError};
 use crate::tensor::{Tensor, slice};
 use serde::Serialize;
 use std::time::Instant;
@@ -27,8 +27,8 @@ pub struct E2eTiming {
     pub int_latency_us: f64,
     pub float_latency_us: f64,
     pub graph_latency_us: f64,
-    /// "runtime" or "graph": what the float figures timed.
-    pub float_engine: &'static str,
+    /// What the float figures timed.
+    pub float_engine: FloatEngine,
     pub repeats: usize,
 }
 
@@ -126,9 +126,9 @@ pub fn timing_of(batch: usize, float: FloatSide, mut runs: [Vec<f64>; 6]) -> E2e
         float_latency_us: fl,
         graph_latency_us: gl,
         float_engine: if float.runtime.is_some() {
-            "runtime"
+            FloatEngine::Runtime
         } else {
-            "graph"
+            FloatEngine::Graph
         },
         repeats,
     }

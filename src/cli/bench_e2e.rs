@@ -104,15 +104,9 @@ fn random_images(shape: &[usize], n: usize, model: &Path) -> anyhow::Result<Data
             model.display()
         );
     };
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let pixels = (0..n * c * h * w)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 56) as u8
-        })
-        .collect();
+    use rand::{RngCore, SeedableRng};
+    let mut pixels = vec![0u8; n * c * h * w];
+    rand_chacha::ChaCha8Rng::seed_from_u64(0).fill_bytes(&mut pixels);
     Ok(Dataset::new(
         "random",
         Pixels::U8(pixels),
@@ -147,18 +141,18 @@ pub fn print_result(path: &Path, r: &E2eResult) {
         println!("  the float runtime cannot run this model ({e}): float = the graph executor");
     }
     println!(
-        "  batch {:<3}  integer {:>9.0} img/s   float {} {:>9.0} img/s   ratio {:.2}x   graph executor {:>9.0} img/s",
+        "  batch {:<3}  integer {:>9.0} img/s   {} {:>9.0} img/s   ratio {:.2}x   graph executor {:>9.0} img/s",
         t.batch,
         t.int_images_per_s,
-        t.float_engine,
+        t.float_engine.name(),
         t.float_images_per_s,
         r.images_per_s_ratio(),
         t.graph_images_per_s
     );
     println!(
-        "  batch 1    integer {:>9.1} us      float {} {:>9.1} us      ratio {:.2}x   graph executor {:>9.1} us",
+        "  batch 1    integer {:>9.1} us      {} {:>9.1} us      ratio {:.2}x   graph executor {:>9.1} us",
         t.int_latency_us,
-        t.float_engine,
+        t.float_engine.name(),
         t.float_latency_us,
         r.latency_ratio(),
         t.graph_latency_us

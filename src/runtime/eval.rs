@@ -27,6 +27,7 @@ pub fn evaluate(
 
 /// What evaluated a float graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FloatEngine {
     /// The float runtime: NHWC f32 layers, BatchNorm folded, fused epilogues.
     Runtime,

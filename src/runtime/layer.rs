@@ -85,19 +85,8 @@ pub struct Layer {
 
 /// `groups` blocks of `cg x k` row-major weights, each transposed to `k x cg`.
 fn k_major(w: &[f32], groups: usize, cg: usize, k: usize) -> Vec<f32> {
-    let mut t = vec![0.0; w.len()];
-    for g in 0..groups {
-        let (src, dst) = (
-            &w[g * cg * k..(g + 1) * cg * k],
-            &mut t[g * cg * k..(g + 1) * cg * k],
-        );
-        for c in 0..cg {
-            for kk in 0..k {
-                dst[kk * cg + c] = src[c * k + kk];
-            }
-        }
-    }
-    t
+    let w = ndarray::ArrayView3::from_shape((groups, cg, k), w).expect("cout x K weights");
+    w.permuted_axes([0, 2, 1]).iter().copied().collect()
 }
 
 /// Grows `v` to at least `n` elements (never shrinks: buffers are shared by layers of

@@ -402,11 +402,7 @@ fn e2e_ui(ui: &mut egui::Ui, v: &E2eView) {
         .striped(true)
         .num_columns(5)
         .show(ui, |ui| {
-            let float = if t.float_engine == "runtime" {
-                "float runtime"
-            } else {
-                "float (graph)"
-            };
+            let float = t.float_engine.name();
             for h in ["", "integer", float, "integer vs float", "graph executor"] {
                 ui.label(RichText::new(h).strong());
             }

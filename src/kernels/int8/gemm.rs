@@ -367,6 +367,8 @@ fn run(a: &[u8], m: usize, b: &PackedB, epi: &dyn Epilogue, par: Parallelism) {
             // where A is read by at most two column panels (narrow layers: the copy would cost
             // as much as the products); wider blocks keep the packed copy, whose short rows
             // stay in cache while every panel reads them.
+            // (`k_groups_multiple == 1`: the kernel wants no K padding beyond whole groups;
+            // AMX pads K to whole tiles.)
             let in_place = kernel.format == PackFormat::K4I8
                 && kernel.k_groups_multiple == 1
                 && k % kg == 0
