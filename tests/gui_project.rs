@@ -188,6 +188,7 @@ fn hand_written(dir: &std::path::Path, sha: Option<&str>) -> (std::path::PathBuf
             freeze_bn_after: None,
             freeze_observers_after: Some(2),
             limit: None,
+            ..qatlas::jobs::qat_request::QatRequest::default()
         }),
         ..Project::default()
     };

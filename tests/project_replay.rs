@@ -131,6 +131,7 @@ fn a_project_with_qat_trains_and_a_changed_model_is_refused() {
         freeze_bn_after: None,
         freeze_observers_after: None,
         limit: Some(640),
+        ..QatRequest::default()
     });
     let file = tmp.path().join("qat.qatlas.ron");
     p.save(&file).unwrap();

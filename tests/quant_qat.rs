@@ -57,6 +57,7 @@ fn spec(model: Model, precision: Precision, epochs: usize, ckpt: Option<PathBuf>
         calib_samples: 256,
         freeze_bn_after: None,
         freeze_observers_after: None,
+        bn_reestimate_batches: 0,
         checkpoint: ckpt,
     }
 }
@@ -353,4 +354,78 @@ fn resnet_batchnorm_and_observers_freeze_on_schedule() {
         .fold(0.0, f32::max)
         / scale;
     assert!(d < 1e-3, "deployed vs training graph: {d:e}");
+}
+
+/// The 4-bit recipe as the studio and `qatlas qat --precision int4` build it, one epoch on
+/// resnet-mini: first and last layer at W8A8, the rest W4A8 with MSE weight ranges and LSQ
+/// scales at a tenth of the learning rate, an oscillation report per weight quantizer, and
+/// (one-epoch run, BatchNorm never frozen) BatchNorm re-estimated on the training batches with
+/// the reported accuracy the deployable model's.
+#[test]
+fn four_bit_recipe_shapes_the_plan_meters_flips_and_reestimates_batchnorm() {
+    use qatlas::jobs::qat_request::{QatPrecision, QatRequest};
+    let g = Arch::ResnetMini.build([1, 28, 28], 10, 1).unwrap();
+    let model = Model {
+        graph: g,
+        meta: ModelMeta {
+            normalization: qatlas::data::Normalization::mnist(),
+            class_names: (0..10).map(|i| i.to_string()).collect(),
+            arch: Some("resnet-mini".into()),
+            train_config: None,
+            history: None,
+            command: None,
+            qat: None,
+        },
+    };
+    let mut req = QatRequest {
+        precision: QatPrecision::W4A8,
+        epochs: 1,
+        ..QatRequest::default()
+    };
+    let recipe = req.default_recipe(&model.graph, None);
+    req.set_recipe(&recipe);
+    assert!(req.lsq && req.keep_ends_8bit && req.bn_reestimate_batches > 0);
+    let mut s = req.spec(&model, "test".into(), None, None);
+    s.calib_samples = 256;
+    let layers = &s.plan.layers;
+    let n = layers.len();
+    assert_eq!(layers[0].precision, Precision::Int8);
+    assert_eq!(layers[n - 1].precision, Precision::Int8);
+    assert!(
+        layers[1..n - 1]
+            .iter()
+            .all(|l| l.precision == Precision::Int4)
+    );
+    let (train, test) = (split(Split::Train, 640), split(Split::Test, 200));
+    let (events, out) = run_job(s, train, Some(test.clone()));
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let flips: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Qat(QatEvent::Oscillation { layers, .. }) => Some(layers.clone()),
+            _ => None,
+        })
+        .collect();
+    let last = flips.last().expect("an oscillation report");
+    assert_eq!(last.len(), n, "one weight quantizer per layer");
+    assert!(last.iter().all(|l| (0.0..=1.0).contains(&l.flip_rate)));
+    assert!(last.iter().any(|l| l.flip_rate > 0.0), "{last:?}");
+    assert_eq!(&out.oscillation, last);
+    let re = events.iter().find_map(|e| match e {
+        JobEvent::Qat(QatEvent::BatchNormReestimated {
+            batchnorms,
+            batches,
+            after,
+            ..
+        }) => Some((*batchnorms, *batches, *after)),
+        _ => None,
+    });
+    let (bns, batches, after) = re.expect("a BatchNorm re-estimation");
+    assert_eq!((bns, batches), (6, 10), "6 BatchNorms, 640 images / 64");
+    assert_eq!(after, out.quantized_accuracy);
+    let norm = qatlas::data::Normalization::mnist();
+    let acc = evaluate(&out.model.graph, &test, &norm, 256)
+        .unwrap()
+        .accuracy;
+    assert_eq!(Some(acc), out.quantized_accuracy);
 }

@@ -180,6 +180,79 @@ fn w4a8_seed_cnn_uses_packed_int4_and_matches_simulation() {
     check("W4A8", &a, 0.999, 0.95);
 }
 
+/// Learned rounding (AdaRound + bias correction) of seed-cnn at W4A8 on 256 calibration
+/// images: every layer's output error on its patches falls below nearest rounding's, the
+/// weights sit on their grids, the logits move closer to the float model's on the test set,
+/// and the integer runtime still computes exactly what the simulation does.
+#[test]
+fn w4a8_learned_rounding_beats_nearest_and_converts_exactly() {
+    use qatlas::quant::adaround::{AdaRoundOptions, adaround};
+    let s = setup();
+    let plan = QuantPlan::default_for(&s.graph, Precision::Int4);
+    let batches: Vec<_> = Loader::new(&s.calib.first(256), &s.norm, 128, None, false)
+        .map(|(x, _)| x)
+        .collect();
+    let res = ptq(
+        &s.graph,
+        &plan,
+        batches.clone(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let nearest = res.prepared.graph.clone();
+    let mut learned = res.prepared.graph.clone();
+    let opts = AdaRoundOptions::default();
+    let layers = adaround(
+        &res.folded,
+        &mut learned,
+        &batches,
+        &opts,
+        &AtomicBool::new(false),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(layers.len(), 3);
+    for l in &layers {
+        eprintln!("{l:?}");
+        assert!(l.relative_error < 0.9, "{l:?}");
+        assert!(l.flipped > 0 && l.flipped < l.weights / 2, "{l:?}");
+    }
+    // Weights on the grid: the quantizer leaves them as they are.
+    for n in learned
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, qatlas::ops::OpKind::FakeQuant(_)))
+    {
+        let Some(wp) = learned.param_of(n.inputs[0]) else {
+            continue;
+        };
+        let w = &learned.params[wp].tensor;
+        let y = qatlas::quant::oscillation::param_value(&learned, n.output).unwrap();
+        let d = (&y - w)
+            .mapv(f32::abs)
+            .iter()
+            .fold(0.0f32, |a, &b| a.max(b));
+        assert!(d < 1e-6, "{}: weights off the grid by {d}", n.name);
+    }
+    // Closer to the float logits on 2,000 test images.
+    let mse = |g: &Graph| {
+        let (mut e, mut n) = (0.0f64, 0usize);
+        for (x, _) in Loader::new(&s.test.first(2000), &s.norm, 500, None, false) {
+            let (a, b) = (s.graph.infer(&x).unwrap(), g.infer(&x).unwrap());
+            e += (&a - &b).mapv(|v| f64::from(v * v)).sum();
+            n += a.len();
+        }
+        e / n as f64
+    };
+    let (m_near, m_learned) = (mse(&nearest), mse(&learned));
+    eprintln!("logits MSE vs float: nearest {m_near:.5}, learned {m_learned:.5}");
+    assert!(m_learned < m_near, "{m_learned} vs {m_near}");
+    let m = IntModel::convert(&learned, &ConvertOptions::default()).unwrap();
+    let a = compare(&s, &learned, &m);
+    check("W4A8 learned rounding", &a, 0.999, 0.95);
+}
+
 #[test]
 fn mixed_fp16_int8_fp32_plan_matches_simulation_and_reloads() {
     let s = setup();

@@ -224,6 +224,7 @@ fn qat_spec(epochs: usize) -> QatSpec {
         calib_samples: 256,
         freeze_bn_after: None,
         freeze_observers_after: None,
+        bn_reestimate_batches: 0,
         checkpoint: None,
     }
 }

@@ -68,6 +68,7 @@ impl StudioApp {
             Command::PickSavePath => self.dialog(Pick::SavePath, frame),
             Command::SaveModel(path) => self.save(path),
             Command::Qat(c) => self.apply_qat(c, frame),
+            Command::AdaRound(c) => self.apply_adaround(c, frame),
             Command::Bench(c) => self.apply_bench(c),
             Command::DismissNotice => self.live.notice = None,
             Command::ClosePathPrompt => self.live.path_prompt = None,
@@ -430,6 +431,20 @@ impl StudioApp {
                     .unwrap_or_else(|| "model.safetensors".into());
                 Box::pin(
                     d.set_title("Save the model as")
+                        .add_filter("qatlas model", &["safetensors"])
+                        .set_file_name(name)
+                        .save_file(),
+                )
+            }
+            Pick::AdaRoundSavePath => {
+                let name = self
+                    .live
+                    .model
+                    .as_ref()
+                    .map(|v| super::file_names::file_name_with(&v.model, "adaround"))
+                    .unwrap_or_else(|| "model_adaround.safetensors".into());
+                Box::pin(
+                    d.set_title("Save the rounded model as")
                         .add_filter("qatlas model", &["safetensors"])
                         .set_file_name(name)
                         .save_file(),

@@ -50,12 +50,17 @@ pub fn safe_stem(name: &str) -> String {
 
 /// A file name suggested when saving `model`.
 pub(super) fn default_file_name(model: &Model) -> String {
+    file_name_with(model, "trained")
+}
+
+/// `<arch or graph name>_<suffix>.safetensors` for `model`.
+pub(super) fn file_name_with(model: &Model, suffix: &str) -> String {
     let base = model
         .meta
         .arch
         .clone()
         .unwrap_or_else(|| model.graph.name.clone());
-    format!("{}_trained.safetensors", safe_stem(&base))
+    format!("{}_{suffix}.safetensors", safe_stem(&base))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! ([`crate::jobs`] and the one-shot [`task::Task`]) that wake the UI through an injected
 //! waker. No import circles among these files; nothing outside `app` depends on this module.
 
+pub mod adaround_control;
 pub mod bench_control;
 pub mod bench_run;
 pub mod commands;

@@ -198,6 +198,7 @@ impl StudioApp {
                 Err(e) => self.live.error(format!("cannot save the model: {e}")),
             },
             Outcome::Qat(r) => self.on_qat_task(r),
+            Outcome::AdaRound(o) => self.on_adaround(o),
             Outcome::Project(r) => self.on_project_task(r),
             Outcome::BundleEvaluated { path, result } => {
                 if let Some(b) = self.live.bundle.as_mut().filter(|b| b.path == path) {

@@ -2,13 +2,15 @@
 //! ([`QatRequest`], turned into the same [`QatSpec`] `qatlas qat` builds), the run it starts
 //! ([`QatRun`]) and the reduction of the job's events into what the panel shows: the live loss
 //! curve (through [`TrainProgress`]), the float and PTQ-start accuracies, a per-quantizer scale
-//! summary, freeze and checkpoint notices and the finished result. No egui and no tensors here:
+//! summary, the weights' integer flip rates, freeze, checkpoint and BatchNorm notices and the
+//! finished result. No egui and no tensors here:
 //! scale summaries are a few dozen numbers folded when an event is applied, never per frame.
 
 use super::progress::TrainProgress;
 use crate::data::Dataset;
 use crate::io::Model;
 use crate::jobs::{Job, JobEvent, QatEvent, QatOutcome, QatSpec};
+use crate::quant::oscillation::{LayerFlips, overall_flip_rate};
 use crate::quant::qat::PointScale;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -152,8 +154,12 @@ pub struct QatRun {
     pub scales_step: usize,
     /// Mean scale of each quantizer when first reported.
     first_means: Vec<(String, f64)>,
-    /// Freeze and checkpoint notices, in order.
+    /// Freeze, checkpoint and BatchNorm re-estimation notices, in order.
     pub notes: Vec<QatEvent>,
+    /// (step, % of all weights that changed integer value per step) over the run.
+    pub flips: Vec<[f64; 2]>,
+    /// The latest per-layer flip rates.
+    pub flip_layers: Vec<LayerFlips>,
     pub result: Option<QatResult>,
     pub job: Option<Job>,
     pub paused: bool,
@@ -180,6 +186,8 @@ impl QatRun {
             scales_step: 0,
             first_means: Vec::new(),
             notes: Vec::new(),
+            flips: Vec::new(),
+            flip_layers: Vec::new(),
             result: None,
             job: None,
             paused: false,
@@ -225,9 +233,16 @@ impl QatRun {
                 })
             }
             JobEvent::Qat(QatEvent::Scales { step, scales }) => self.set_scales(step, &scales),
-            JobEvent::Qat(note @ (QatEvent::Frozen { .. } | QatEvent::Checkpoint { .. })) => {
-                self.notes.push(note)
+            JobEvent::Qat(QatEvent::Oscillation { step, layers }) => {
+                self.flips
+                    .push([step as f64, overall_flip_rate(&layers) * 100.0]);
+                self.flip_layers = layers;
             }
+            JobEvent::Qat(
+                note @ (QatEvent::Frozen { .. }
+                | QatEvent::Checkpoint { .. }
+                | QatEvent::BatchNormReestimated { .. }),
+            ) => self.notes.push(note),
             JobEvent::QatFinished(outcome) => self.finish(*outcome, at),
             JobEvent::Failed(e) => {
                 self.job = None;

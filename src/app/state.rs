@@ -57,6 +57,8 @@ pub enum Command {
     SaveModel(PathBuf),
     /// Quantization-aware training (the QAT panel).
     Qat(QatCommand),
+    /// Learned rounding of the calibrated plan (the Calibration tab).
+    AdaRound(super::adaround_control::AdaRoundCommand),
     /// Kernel / end-to-end benchmarks (the Benchmarks panel).
     Bench(BenchCommand),
     /// The quantization workspace (plan edits, sweeps, ranges).
@@ -181,6 +183,7 @@ pub enum Pick {
     DataDir,
     SavePath,
     QatSavePath,
+    AdaRoundSavePath,
     /// Where to export, in this format and opset.
     ExportPath(crate::jobs::ExportFormat, i64),
     ProjectOpen,
@@ -196,6 +199,9 @@ impl Pick {
             Pick::DataDir => Command::OpenData(path),
             Pick::SavePath => Command::SaveModel(path),
             Pick::QatSavePath => Command::Qat(super::qat_run::QatCommand::Save(path)),
+            Pick::AdaRoundSavePath => {
+                Command::AdaRound(super::adaround_control::AdaRoundCommand::Save(path))
+            }
             Pick::ExportPath(format, opset) => {
                 Command::Export(super::export_control::ExportCommand::Run {
                     format,
@@ -260,6 +266,8 @@ pub enum Outcome {
     },
     /// A QAT run's inputs were prepared, or its model saved.
     Qat(QatTaskResult),
+    /// Learned rounding finished, or its model was saved.
+    AdaRound(super::adaround_control::AdaRoundOutcome),
     /// A project file was read or written.
     Project(super::project_control::ProjectTaskResult),
 }
@@ -340,6 +348,8 @@ pub struct Live {
     pub evaluation: Option<EvalRun>,
     /// The latest quantization-aware training run (kept after it ends, for its results).
     pub qat: Option<QatRun>,
+    /// Learned rounding of the calibrated plan (Calibration tab).
+    pub adaround: super::adaround_control::AdaRoundState,
     /// The Benchmarks tab: CPU features, the running benchmark and the latest results.
     pub bench: BenchState,
     /// The latest evaluation: (model id, result).
@@ -378,6 +388,7 @@ impl Live {
             training: None,
             evaluation: None,
             qat: None,
+            adaround: Default::default(),
             bench: BenchState::default(),
             last_eval: None,
             notice: None,

@@ -8,6 +8,7 @@ use crate::analysis::compare;
 use crate::data::Split;
 use crate::io::atomic::write_atomic;
 use crate::io::{Model, load_any, save_model};
+use crate::quant::adaround::{AdaRoundOptions, adaround};
 use crate::quant::{Granularity, Observer, Precision, QuantPlan, ptq};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -106,6 +107,17 @@ pub struct PtqArgs {
     /// Output: a plan with ranges (.ron) or the fake-quant model (.safetensors).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Learned rounding (AdaRound) with bias correction for every integer weight, on the
+    /// calibration images (the rounded weights are the model's: write it as .safetensors).
+    #[arg(long)]
+    pub adaround: bool,
+    /// AdaRound: optimisation steps per layer.
+    #[arg(long, default_value_t = AdaRoundOptions::default().iterations)]
+    pub adaround_iterations: usize,
+    /// AdaRound: calibration images used for the layer statistics (the first N of
+    /// --calib-samples).
+    #[arg(long, default_value_t = 1024)]
+    pub adaround_samples: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -131,6 +143,11 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch != Some(0), "--batch must be at least 1");
     anyhow::ensure!(a.calib_samples > 0, "--calib-samples must be at least 1");
     let model_out = a.out.as_deref().map(out_kind).transpose()?;
+    anyhow::ensure!(
+        !(a.adaround && model_out == Some(false)),
+        "--adaround changes the weights, which a plan file cannot hold: write the fake-quant \
+         model with --out FILE.safetensors"
+    );
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = load_any(&path)?;
     let plan = a.plan.plan(&model.graph, Precision::Int8)?;
@@ -143,12 +160,19 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
     let pb = progress(calib.len() as u64, "calibrating");
     let batch = batch_for(a.batch, &calib);
     let batches = crate::data::Loader::new(&calib, &norm, batch, None, false).map(|(x, _)| x);
-    let res = ptq(&model.graph, &plan, batches, &stop, &mut |n| {
+    let mut res = ptq(&model.graph, &plan, batches, &stop, &mut |n| {
         pb.set_position(n as u64)
     })?;
     calib.check()?;
     pb.finish_and_clear();
     let calib_s = t0.elapsed().as_secs_f64();
+    let rounding = if a.adaround {
+        Some(learned_rounding(
+            &a, &mut res, &calib, &norm, batch, &test, &stop,
+        )?)
+    } else {
+        None
+    };
     let cmp = compare(
         &res.folded,
         &res.points,
@@ -189,6 +213,7 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
             "output_sqnr_db": cmp.output_sqnr_db,
             "folded": res.fold.folded,
             "layers": cmp.layers,
+            "adaround": rounding,
             "out": a.out.as_ref().map(|p| p.display().to_string()),
         }));
     }
@@ -226,8 +251,77 @@ pub fn run(a: PtqArgs) -> anyhow::Result<()> {
         );
     }
     println!("logits SQNR {} dB", f(cmp.output_sqnr_db, false));
+    if let Some(r) = &rounding {
+        println!(
+            "learned rounding: nearest rounding {:.2}%, learned {:.2}% ({:+.2} pp), {:.1} s",
+            r.nearest_accuracy * 100.0,
+            cmp.quantized_accuracy * 100.0,
+            (cmp.quantized_accuracy - r.nearest_accuracy) * 100.0,
+            r.seconds
+        );
+        println!(
+            "{:<16} {:>8} {:>8} {:>10} {:>10}",
+            "layer", "weights", "flipped", "rel. err", "bias shift"
+        );
+        for l in &r.layers {
+            println!(
+                "{:<16} {:>8} {:>8} {:>10.3} {:>10.2e}",
+                l.layer, l.weights, l.flipped, l.relative_error, l.bias_shift
+            );
+        }
+    }
     if let Some(out) = &a.out {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// What `--adaround` did: accuracy with nearest rounding (before), per-layer results, time.
+#[derive(serde::Serialize)]
+struct Rounding {
+    nearest_accuracy: f64,
+    layers: Vec<crate::quant::adaround::LayerRounding>,
+    seconds: f64,
+}
+
+/// Evaluates nearest rounding, then learns the rounding of `res`'s fake-quant model in place.
+fn learned_rounding(
+    a: &PtqArgs,
+    res: &mut crate::quant::PtqResult,
+    calib: &crate::data::Dataset,
+    norm: &crate::data::Normalization,
+    batch: usize,
+    test: &crate::data::Dataset,
+    stop: &AtomicBool,
+) -> anyhow::Result<Rounding> {
+    let nearest = crate::train::evaluate(&res.prepared.graph, test, norm, batch)?.accuracy;
+    let n = a.adaround_samples.min(calib.len()).max(1);
+    let sub = calib.first(n);
+    let batches: Vec<_> = crate::data::Loader::new(&sub, norm, batch, None, false)
+        .map(|(x, _)| x)
+        .collect();
+    sub.check()?;
+    let opts = AdaRoundOptions {
+        iterations: a.adaround_iterations,
+        ..AdaRoundOptions::default()
+    };
+    let t0 = Instant::now();
+    let pb = progress(0, "learned rounding");
+    let layers = adaround(
+        &res.folded,
+        &mut res.prepared.graph,
+        &batches,
+        &opts,
+        stop,
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    Ok(Rounding {
+        nearest_accuracy: nearest,
+        layers,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

@@ -7,10 +7,13 @@
 use super::common::{DataArgs, default_model, print_json, progress};
 use super::ptq::PlanArgs;
 use crate::data::Split;
+use crate::graph::Graph;
 use crate::io::atomic::write_atomic;
 use crate::io::{Model, load_any, save_model};
 use crate::jobs::{Job, JobEvent, QatEvent, QatSpec};
-use crate::quant::{Precision, QatOptions};
+use crate::quant::oscillation::overall_flip_rate;
+use crate::quant::recipe::QatRecipe;
+use crate::quant::{Precision, QatOptions, QuantPlan};
 use crate::train::{Control, OptimizerConfig, Schedule, TrainConfig, TrainEvent, evaluate, train};
 use anyhow::Context;
 use clap::Args;
@@ -37,20 +40,46 @@ pub struct QatArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Peak learning rate (AdamW, cosine decay to 0).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f32,
+    /// Peak learning rate (AdamW, cosine decay to 0; default: the recipe's, 1e-4 for int8,
+    /// 5e-4 for 4-bit grids).
+    #[arg(long)]
+    pub lr: Option<f32>,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
     /// Learning-rate warm-up steps.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// Learnable scales (LSQ) instead of moving-average observers.
+    /// Start from the int8 recipe (observers, nothing else) whatever the precision.
     #[arg(long)]
+    pub plain: bool,
+    /// Learnable scales (LSQ) instead of moving-average observers (the 4-bit recipe's default).
+    #[arg(long, conflicts_with = "no_lsq")]
     pub lsq: bool,
-    /// Freeze BatchNorm statistics after this many epochs.
+    /// Moving-average observers instead of LSQ.
     #[arg(long)]
+    pub no_lsq: bool,
+    /// Learning rate of LSQ scales relative to the weights' (4-bit recipe: 0.1).
+    #[arg(long)]
+    pub quantizer_lr_factor: Option<f32>,
+    /// Oscillation damping strength on weight quantizers (4-bit recipe: 1e-3 with depthwise
+    /// convolutions, else 0).
+    #[arg(long)]
+    pub damping: Option<f32>,
+    /// Training batches to re-estimate BatchNorm statistics on after QAT (4-bit recipe: 50 in
+    /// one-epoch runs, whose BatchNorm is not frozen; 0 turns it off).
+    #[arg(long)]
+    pub bn_reestimate: Option<usize>,
+    /// Quantize the first and last layers like the others (the 4-bit recipe keeps them W8A8 in
+    /// generated plans).
+    #[arg(long)]
+    pub no_keep_ends: bool,
+    /// Freeze BatchNorm statistics after this many epochs (4-bit recipe: the last epoch of
+    /// runs of two or more).
+    #[arg(long, conflicts_with = "no_freeze_bn")]
     pub freeze_bn_after: Option<usize>,
+    /// Never freeze BatchNorm statistics.
+    #[arg(long)]
+    pub no_freeze_bn: bool,
     /// Freeze the observers (scales) after this many epochs.
     #[arg(long)]
     pub freeze_observers_after: Option<usize>,
@@ -82,18 +111,58 @@ pub struct QatArgs {
 }
 
 impl QatArgs {
-    fn config(&self) -> anyhow::Result<TrainConfig> {
+    /// The recipe for `plan` (`generated`: from `--precision`, not a plan file) with the flags'
+    /// overrides; shapes a generated plan (first and last layer, weight observers).
+    fn recipe(&self, g: &Graph, plan: &mut QuantPlan, generated: bool) -> QatRecipe {
+        let mut r = if self.plain {
+            QatRecipe::int8()
+        } else {
+            QatRecipe::for_plan(g, plan, self.epochs)
+        };
+        if let Some(lr) = self.lr {
+            r.lr = lr;
+        }
+        if self.lsq {
+            r.lsq = true;
+        }
+        if self.no_lsq {
+            r.lsq = false;
+        }
+        if let Some(f) = self.quantizer_lr_factor {
+            r.quantizer_lr_factor = f;
+        }
+        if let Some(d) = self.damping {
+            r.damping = d;
+        }
+        if let Some(n) = self.bn_reestimate {
+            r.bn_reestimate_batches = n;
+        }
+        if self.no_keep_ends {
+            r.keep_ends_8bit = false;
+        }
+        if self.freeze_bn_after.is_some() || self.no_freeze_bn {
+            r.freeze_bn_after = self.freeze_bn_after;
+        }
+        if self.freeze_observers_after.is_some() {
+            r.freeze_observers_after = self.freeze_observers_after;
+        }
+        if !generated {
+            r.keep_ends_8bit = false;
+            r.mse_weights = false;
+        }
+        r.shape_plan(g, plan);
+        r
+    }
+
+    fn config(&self, lr: f32) -> anyhow::Result<TrainConfig> {
         anyhow::ensure!(self.epochs > 0, "--epochs must be at least 1");
         anyhow::ensure!(self.batch > 0, "--batch must be at least 1");
-        anyhow::ensure!(
-            self.lr > 0.0 && self.lr.is_finite(),
-            "--lr must be a positive number"
-        );
+        anyhow::ensure!(lr > 0.0 && lr.is_finite(), "--lr must be a positive number");
         Ok(TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch,
             optimizer: OptimizerConfig::AdamW {
-                lr: self.lr,
+                lr,
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
@@ -116,7 +185,6 @@ fn default_checkpoint(out: &Path) -> PathBuf {
 
 /// Runs `qatlas qat`.
 pub fn run(a: QatArgs) -> anyhow::Result<()> {
-    let cfg = a.config()?;
     anyhow::ensure!(
         a.out.extension().and_then(|e| e.to_str()) == Some("safetensors"),
         "--out must end in .safetensors: {}",
@@ -141,10 +209,25 @@ pub fn run(a: QatArgs) -> anyhow::Result<()> {
             source.display()
         );
     }
-    let plan = match &model.meta.qat {
-        Some(st) => st.plan.clone(),
-        None => a.plan.plan(&model.graph, Precision::Int8)?,
+    let (plan, recipe) = match &model.meta.qat {
+        Some(st) => {
+            let mut r = QatRecipe::int8();
+            r.name = "resumed".into();
+            r.lr = a.lr.unwrap_or(r.lr);
+            (r.lsq, r.damping) = (st.lsq, st.damping);
+            r.quantizer_lr_factor = st.quantizer_lr_factor;
+            r.bn_reestimate_batches = a.bn_reestimate.unwrap_or(st.bn_reestimate_batches);
+            r.freeze_bn_after = a.freeze_bn_after.or(st.freeze_bn_after);
+            r.freeze_observers_after = a.freeze_observers_after.or(st.freeze_observers_after);
+            (st.plan.clone(), r)
+        }
+        None => {
+            let mut plan = a.plan.plan(&model.graph, Precision::Int8)?;
+            let r = a.recipe(&model.graph, &mut plan, a.plan.plan.is_none());
+            (plan, r)
+        }
     };
+    let cfg = a.config(recipe.lr)?;
     let norm = a.data.normalization(&model.meta.normalization)?;
     let train_ds = Arc::new(a.data.load(Split::Train, a.limit)?);
     let eval_ds = match a.eval_limit {
@@ -162,21 +245,23 @@ pub fn run(a: QatArgs) -> anyhow::Result<()> {
     let spec = QatSpec {
         model: model.clone(),
         plan,
-        opts: QatOptions {
-            lsq: a.lsq,
-            ..QatOptions::default()
-        },
+        opts: QatOptions::from_recipe(&recipe),
         train: cfg.clone(),
         calib_samples: a.calib_samples,
-        freeze_bn_after: a.freeze_bn_after,
-        freeze_observers_after: a.freeze_observers_after,
+        freeze_bn_after: recipe.freeze_bn_after,
+        freeze_observers_after: recipe.freeze_observers_after,
+        bn_reestimate_batches: recipe.bn_reestimate_batches,
         checkpoint: Some(checkpoint.clone()),
     };
     let main = std::thread::current();
     let waker: crate::jobs::Waker = Arc::new(move || main.unpark());
     let t0 = Instant::now();
     let job = Job::qat(spec, train_ds.clone(), eval_ds.clone(), waker)?;
+    if !a.json {
+        println!("{}", recipe.describe().join("; "));
+    }
     let pb = progress(0, "qat");
+    let mut epoch_flips: Vec<f64> = Vec::new();
     let outcome = loop {
         // Checked before draining, so every event sent before the worker ended is seen.
         let finished = job.is_finished();
@@ -194,17 +279,42 @@ pub fn run(a: QatArgs) -> anyhow::Result<()> {
                     pb.set_position(step as u64);
                     pb.set_message(format!("loss {loss:.4}  {images_per_s:.0} img/s"));
                 }
+                JobEvent::Qat(QatEvent::Oscillation { layers, .. }) => {
+                    epoch_flips.push(overall_flip_rate(&layers));
+                }
                 JobEvent::Train(TrainEvent::Epoch(r)) if !a.json => {
                     let eval = r
                         .eval
                         .as_ref()
                         .map(|e| format!(", fake-quant test accuracy {:.2}%", e.accuracy * 100.0))
                         .unwrap_or_default();
+                    let flips = if epoch_flips.is_empty() {
+                        String::new()
+                    } else {
+                        let mean = epoch_flips.iter().sum::<f64>() / epoch_flips.len() as f64;
+                        format!(", {:.3}% of weights flip per step", mean * 100.0)
+                    };
+                    epoch_flips.clear();
                     pb.println(format!(
-                        "epoch {}: train loss {:.4}, {:.0} img/s{eval}",
+                        "epoch {}: train loss {:.4}, {:.0} img/s{eval}{flips}",
                         r.epoch + 1,
                         r.train_loss,
                         r.images_per_s
+                    ));
+                }
+                JobEvent::Qat(QatEvent::BatchNormReestimated {
+                    batchnorms,
+                    batches,
+                    before,
+                    after,
+                }) if !a.json => {
+                    let pct = |v: Option<f64>| {
+                        v.map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0))
+                    };
+                    pb.println(format!(
+                        "re-estimated {batchnorms} BatchNorm on {batches} batches: {} -> {}",
+                        pct(before),
+                        pct(after)
                     ));
                 }
                 JobEvent::Qat(QatEvent::Started {
@@ -291,7 +401,12 @@ pub fn run(a: QatArgs) -> anyhow::Result<()> {
         return print_json(&json!({
             "model": source.display().to_string(),
             "precision": a.plan.precision.map(|p| p.name()),
-            "lsq": a.lsq,
+            "activations": a.plan.activations.map(|p| p.name()),
+            "recipe": recipe,
+            "lsq": recipe.lsq,
+            "pre_reestimate_accuracy": outcome.pre_reestimate_accuracy,
+            "oscillation": outcome.oscillation,
+            "flip_history": outcome.flip_history,
             "epochs": cfg.epochs,
             "epochs_run": epochs_run,
             "float_accuracy": outcome.float_accuracy,

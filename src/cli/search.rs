@@ -95,6 +95,7 @@ fn fine_tune(
         freeze_bn_after: None,
         freeze_observers_after: None,
         limit: a.qat_limit,
+        ..QatRequest::default()
     };
     let mut m = model.clone();
     m.meta.normalization = norm.clone();

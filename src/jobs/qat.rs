@@ -12,9 +12,12 @@ use super::{Job, JobEvent, Waker};
 use crate::data::{Dataset, Loader, Normalization};
 use crate::io::{Model, save_model};
 use crate::quant::QuantPlan;
+use crate::quant::bn_reestimate::reestimate_batchnorm;
 use crate::quant::deploy::{deploy, deployed_ranges};
+use crate::quant::oscillation::{LayerFlips, OscillationMeter, overall_flip_rate};
 use crate::quant::qat::{
-    PointScale, QatOptions, QatState, freeze_batchnorm, freeze_observers, point_scales, prepare_qat,
+    PointScale, QatOptions, QatState, freeze_batchnorm, freeze_observers, point_scales,
+    prepare_qat, quantizer_lr_factors,
 };
 use crate::train::{
     Control, EpochHooks, EpochRecord, TrainConfig, TrainError, TrainEvent, TrainSummary, evaluate,
@@ -39,6 +42,8 @@ pub struct QatSpec {
     pub freeze_bn_after: Option<usize>,
     /// Freeze observers once this many epochs are done.
     pub freeze_observers_after: Option<usize>,
+    /// Training batches to re-estimate BatchNorm statistics on after the last epoch (0: off).
+    pub bn_reestimate_batches: usize,
     /// Where the best checkpoint (by evaluation accuracy) is written, if anywhere.
     pub checkpoint: Option<PathBuf>,
 }
@@ -67,6 +72,20 @@ pub enum QatEvent {
         batchnorms: usize,
         observers: usize,
     },
+    /// Integer flips of the weights per step since the previous report, per layer (every ~50
+    /// steps).
+    Oscillation {
+        step: usize,
+        layers: Vec<LayerFlips>,
+    },
+    /// BatchNorm statistics were re-estimated with the final weights.
+    BatchNormReestimated {
+        batchnorms: usize,
+        batches: usize,
+        /// Accuracy of the deployable model before and after.
+        before: Option<f64>,
+        after: Option<f64>,
+    },
     /// A new best checkpoint was written.
     Checkpoint {
         epoch: usize,
@@ -91,6 +110,12 @@ pub struct QatOutcome {
     pub quantized_accuracy: Option<f64>,
     /// Best epoch (1-based) and its evaluation accuracy.
     pub best: Option<(usize, f64)>,
+    /// Accuracy of the deployable model before BatchNorm re-estimation (when it ran).
+    pub pre_reestimate_accuracy: Option<f64>,
+    /// Weight flips per step of the last reporting window, per layer.
+    pub oscillation: Vec<LayerFlips>,
+    /// (step, flip rate of all weights per step) over the run.
+    pub flip_history: Vec<(usize, f64)>,
     /// Why the run ended early, if it failed (the models then hold the last good weights).
     pub error: Option<String>,
     /// The non-finite step that ended the run, when that was the failure (the weights are
@@ -107,6 +132,22 @@ struct Hooks<'a> {
     meta: crate::io::ModelMeta,
     emit: &'a dyn Fn(JobEvent),
     best: Option<(usize, f64)>,
+    meter: OscillationMeter,
+    last_flips: Vec<LayerFlips>,
+    flip_history: Vec<(usize, f64)>,
+}
+
+impl Hooks<'_> {
+    /// Sends the flip rates since the last report (if any step was seen).
+    fn report_flips(&mut self, step: usize, g: &crate::graph::Graph) {
+        if self.meter.steps() == 0 {
+            return;
+        }
+        let layers = self.meter.report(g);
+        self.flip_history.push((step, overall_flip_rate(&layers)));
+        self.last_flips = layers.clone();
+        (self.emit)(JobEvent::Qat(QatEvent::Oscillation { step, layers }));
+    }
 }
 
 impl EpochHooks for Hooks<'_> {
@@ -131,10 +172,17 @@ impl EpochHooks for Hooks<'_> {
         }
     }
 
+    fn lr_factors(&self, g: &crate::graph::Graph) -> Option<Vec<f32>> {
+        let f = self.spec.opts.quantizer_lr_factor;
+        (f != 1.0).then(|| quantizer_lr_factors(g, f))
+    }
+
     fn step_end(&mut self, step: usize, g: &crate::graph::Graph) {
+        self.meter.observe(g);
         if step % SCALE_EVERY == 0 {
             let scales = point_scales(g);
             (self.emit)(JobEvent::Qat(QatEvent::Scales { step, scales }));
+            self.report_flips(step, g);
         }
     }
 
@@ -231,6 +279,9 @@ pub fn run_qat(
                 plan: q.plan.clone(),
                 lsq: spec.opts.lsq,
                 averaging: spec.opts.averaging,
+                damping: spec.opts.damping,
+                quantizer_lr_factor: spec.opts.quantizer_lr_factor,
+                bn_reestimate_batches: spec.bn_reestimate_batches,
                 freeze_bn_after: spec.freeze_bn_after,
                 freeze_observers_after: spec.freeze_observers_after,
                 epochs_done: 0,
@@ -261,6 +312,9 @@ pub fn run_qat(
         meta: meta.clone(),
         emit,
         best: None,
+        meter: OscillationMeter::new(&graph),
+        last_flips: Vec::new(),
+        flip_history: Vec::new(),
     };
     let result = if start_epoch >= spec.train.epochs {
         Err(TrainError::Config(format!(
@@ -285,8 +339,11 @@ pub fn run_qat(
             &mut on_train,
         )
     };
+    let steps_done = result.as_ref().map_or(0, |s| s.steps);
+    hooks.report_flips(steps_done, &graph);
     let best = hooks.best;
     let state = hooks.state.clone();
+    let (oscillation, flip_history) = (hooks.last_flips, hooks.flip_history);
     let (summary, error) = match result {
         Ok(s) => (Some(s), None),
         // The steps before a divergence stand: their history is kept with the error.
@@ -301,6 +358,26 @@ pub fn run_qat(
         step: summary.as_ref().map_or(0, |s| s.steps),
         scales: point_scales(&graph),
     }));
+    let mut pre_reestimate_accuracy = None;
+    if spec.bn_reestimate_batches > 0 && error.is_none() {
+        let before = acc_of(&deploy(&graph)?)?;
+        let seed = Some(spec.train.seed ^ 0x0b0e_5717);
+        let batches = Loader::new(train, &norm, spec.train.batch_size, seed, true)
+            .take(spec.bn_reestimate_batches)
+            .map(|(x, _)| x);
+        let (batchnorms, batches) = reestimate_batchnorm(&mut graph, batches)?;
+        train.check()?;
+        if batchnorms > 0 {
+            let after = acc_of(&deploy(&graph)?)?;
+            pre_reestimate_accuracy = before;
+            emit(JobEvent::Qat(QatEvent::BatchNormReestimated {
+                batchnorms,
+                batches,
+                before,
+                after,
+            }));
+        }
+    }
     let deployed = deploy(&graph)?;
     let mut plan = state.plan.clone();
     plan.ranges = deployed_ranges(&deployed, &template)?;
@@ -326,6 +403,9 @@ pub fn run_qat(
         start_accuracy,
         quantized_accuracy,
         best,
+        pre_reestimate_accuracy,
+        oscillation,
+        flip_history,
         error,
         diverged,
     })

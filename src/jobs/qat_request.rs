@@ -5,6 +5,7 @@
 use super::QatSpec;
 use crate::graph::Graph;
 use crate::io::Model;
+use crate::quant::recipe::QatRecipe;
 use crate::quant::{Precision, QatOptions, QuantPlan};
 use crate::train::{OptimizerConfig, Schedule, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -96,9 +97,96 @@ pub struct QatRequest {
     pub freeze_observers_after: Option<usize>,
     /// Train on the first N training images only.
     pub limit: Option<usize>,
+    /// Learning rate of LSQ scales relative to `lr`.
+    #[serde(default = "one")]
+    pub quantizer_lr_factor: f32,
+    /// Oscillation damping of the weight quantizers (0: off).
+    #[serde(default)]
+    pub damping: f32,
+    /// Training batches for BatchNorm re-estimation at the end (0: off).
+    #[serde(default)]
+    pub bn_reestimate_batches: usize,
+    /// First and last layer at W8A8 (generated plans: not [`QatPrecision::Plan`]).
+    #[serde(default)]
+    pub keep_ends_8bit: bool,
+    /// MSE weight ranges on 4-bit weights (generated plans).
+    #[serde(default)]
+    pub mse_weights: bool,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl Default for QatRequest {
+    /// PyTorch's int8 recipe, one epoch.
+    fn default() -> Self {
+        let mut r = QatRequest {
+            precision: QatPrecision::Int8,
+            epochs: 1,
+            lr: 0.0,
+            lsq: false,
+            freeze_bn_after: None,
+            freeze_observers_after: None,
+            limit: None,
+            quantizer_lr_factor: 1.0,
+            damping: 0.0,
+            bn_reestimate_batches: 0,
+            keep_ends_8bit: false,
+            mse_weights: false,
+        };
+        r.set_recipe(&QatRecipe::int8());
+        r
+    }
 }
 
 impl QatRequest {
+    /// Takes every setting of `r` (learning rate, LSQ, damping, freezing, re-estimation, plan
+    /// shaping).
+    pub fn set_recipe(&mut self, r: &QatRecipe) {
+        self.lr = r.lr;
+        self.lsq = r.lsq;
+        self.quantizer_lr_factor = r.quantizer_lr_factor;
+        self.damping = r.damping;
+        self.freeze_bn_after = r.freeze_bn_after;
+        self.freeze_observers_after = r.freeze_observers_after;
+        self.bn_reestimate_batches = r.bn_reestimate_batches;
+        self.keep_ends_8bit = r.keep_ends_8bit;
+        self.mse_weights = r.mse_weights;
+    }
+
+    /// The recipe the defaults choose for this precision and epoch count on model `g`
+    /// (`plan`: the studio's plan, for [`QatPrecision::Plan`]).
+    pub fn default_recipe(&self, g: &Graph, plan: Option<&QuantPlan>) -> QatRecipe {
+        let generated = self.precision.plan(g);
+        let plan = match (self.precision, plan) {
+            (QatPrecision::Plan, Some(p)) => p,
+            _ => &generated,
+        };
+        let mut r = QatRecipe::for_plan(g, plan, self.epochs);
+        if self.precision == QatPrecision::Plan {
+            r.keep_ends_8bit = false;
+            r.mse_weights = false;
+        }
+        r
+    }
+
+    /// The request's settings as a recipe.
+    pub fn recipe(&self) -> QatRecipe {
+        QatRecipe {
+            name: "custom".into(),
+            lr: self.lr,
+            lsq: self.lsq,
+            quantizer_lr_factor: self.quantizer_lr_factor,
+            mse_weights: self.mse_weights,
+            keep_ends_8bit: self.keep_ends_8bit,
+            damping: self.damping,
+            freeze_bn_after: self.freeze_bn_after,
+            freeze_observers_after: self.freeze_observers_after,
+            bn_reestimate_batches: self.bn_reestimate_batches,
+        }
+    }
+
     /// The training configuration of `qatlas qat` with this epoch count and learning rate.
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
@@ -131,20 +219,24 @@ impl QatRequest {
     ) -> QatSpec {
         let mut model = model.clone();
         model.meta.command = Some(command);
+        let recipe = self.recipe();
+        let plan = match (self.precision, plan) {
+            (QatPrecision::Plan, Some(p)) => p,
+            (p, _) => {
+                let mut plan = p.plan(&model.graph);
+                recipe.shape_plan(&model.graph, &mut plan);
+                plan
+            }
+        };
         QatSpec {
-            plan: match (self.precision, plan) {
-                (QatPrecision::Plan, Some(p)) => p,
-                (p, _) => p.plan(&model.graph),
-            },
+            plan,
             model,
-            opts: QatOptions {
-                lsq: self.lsq,
-                ..QatOptions::default()
-            },
+            opts: QatOptions::from_recipe(&recipe),
             train: self.train_config(),
             calib_samples: CALIB_SAMPLES,
             freeze_bn_after: self.freeze_bn_after,
             freeze_observers_after: self.freeze_observers_after,
+            bn_reestimate_batches: self.bn_reestimate_batches,
             checkpoint,
         }
     }
@@ -162,11 +254,17 @@ impl QatRequest {
             self.epochs,
             self.lr
         );
-        if self.lsq {
-            s += " --lsq";
+        s += if self.lsq { " --lsq" } else { " --no-lsq" };
+        s += &format!(
+            " --quantizer-lr-factor {} --damping {} --bn-reestimate {}",
+            self.quantizer_lr_factor, self.damping, self.bn_reestimate_batches
+        );
+        if !self.keep_ends_8bit && self.precision != QatPrecision::Plan {
+            s += " --no-keep-ends";
         }
-        if let Some(e) = self.freeze_bn_after {
-            s += &format!(" --freeze-bn-after {e}");
+        match self.freeze_bn_after {
+            Some(e) => s += &format!(" --freeze-bn-after {e}"),
+            None => s += " --no-freeze-bn",
         }
         if let Some(e) = self.freeze_observers_after {
             s += &format!(" --freeze-observers-after {e}");

@@ -58,6 +58,11 @@ pub struct FakeQuantAttrs {
     /// Range observer updating scale and zero point while training (integer grids only).
     #[serde(default)]
     pub observer: Option<FqObserver>,
+    /// Oscillation damping of a weight quantizer in training (Nagel et al. 2022): backward adds
+    /// `2·damping·(x − y)` inside the grid, the gradient of `damping·Σ(y − clip(x))²` with `y`
+    /// held constant, pulling latent weights towards the centre of their bin. 0: off.
+    #[serde(default)]
+    pub damping: f32,
 }
 
 /// A moving-average min/max observer inside a fake quantizer.
@@ -386,11 +391,20 @@ pub fn backward(
             x.shape(),
             a.axis,
             |ch, xc, gc, dc| {
-                let (_, inv, z) = p[ch];
+                let (s, inv, z) = p[ch];
                 for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
                     let q = quantize_unclamped(v, inv, z);
                     // `&` (not `&&`): no branch, so the loop vectorizes.
                     *o = if (q >= lo) & (q <= hi) { g } else { 0.0 };
+                }
+                if a.damping != 0.0 {
+                    let damp = 2.0 * a.damping;
+                    for (o, &v) in dc.iter_mut().zip(xc) {
+                        let q = quantize_unclamped(v, inv, z);
+                        if (q >= lo) & (q <= hi) {
+                            *o += damp * (v - fake_quant_value(v, s, inv, z, lo, hi));
+                        }
+                    }
                 }
             },
         );
@@ -462,6 +476,7 @@ mod tests {
             grid: QuantGrid::Int { qmin, qmax },
             axis,
             observer: None,
+            damping: 0.0,
         }
     }
 
@@ -516,6 +531,7 @@ mod tests {
                 grid: QuantGrid::Fp16,
                 axis: None,
                 observer: None,
+                damping: 0.0,
             },
             &[x],
         );
@@ -547,6 +563,27 @@ mod tests {
         // dzp: -scale outside: -(2+3+4)*0.5.
         let want_z = (-(2.0 + 3.0 + 4.0) * 0.5 * gf) as f32;
         assert!((g[2].as_ref().unwrap()[0] - want_z).abs() < 1e-6);
+    }
+
+    /// Damping adds 2·damping·(x − fq(x)) inside the grid and nothing outside it.
+    #[test]
+    fn damping_pulls_inside_weights_towards_their_grid_point() {
+        let a = FakeQuantAttrs {
+            damping: 0.25,
+            ..int(-8, 7, None)
+        };
+        // s = 0.5: 1.1 -> 1.0 (pull +0.05), -0.9 -> -1.0 (pull -0.05·... sign), 9 clipped.
+        let x = t(&[3], &[1.1, -0.9, 9.0]);
+        let (s, z) = (t(&[1], &[0.5]), t(&[1], &[0.0]));
+        let dy = t(&[3], &[1.0, 1.0, 1.0]);
+        let g = OpKind::FakeQuant(a)
+            .backward(&[&x, &s, &z], &x, &Saved::None, &dy, &[true, false, false])
+            .unwrap();
+        let d = g[0].as_ref().unwrap();
+        let want = [1.0 + 0.5 * (1.1 - 1.0), 1.0 + 0.5 * (-0.9 + 1.0), 0.0];
+        for (got, w) in d.iter().zip(want) {
+            assert!((got - w).abs() < 1e-6, "{got} vs {w}");
+        }
     }
 
     /// Inside the range the LSQ scale gradient is round(x/s) - x/s (times the gradient scale).

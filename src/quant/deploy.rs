@@ -158,6 +158,7 @@ pub fn deploy(g: &Graph) -> Result<Graph, QuantError> {
                 }
                 let attrs = FakeQuantAttrs {
                     observer: None,
+                    damping: 0.0,
                     ..a.clone()
                 };
                 let out = r.node(&node.name, OpKind::FakeQuant(attrs), inputs, &node.name);

@@ -21,6 +21,8 @@
 //! assert_eq!(out.plan.ranges.len(), 7);
 //! ```
 
+pub mod adaround;
+pub mod bn_reestimate;
 pub mod calibrate;
 pub mod deploy;
 pub mod error;
@@ -28,12 +30,14 @@ pub mod exec;
 pub mod fold;
 pub mod histogram;
 pub mod observer;
+pub mod oscillation;
 pub mod plan;
 pub mod points;
 pub mod prepare;
 pub mod qat;
 pub mod range;
 pub mod range_search;
+pub mod recipe;
 pub(crate) mod rewrite;
 pub mod scheme;
 

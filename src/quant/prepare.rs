@@ -121,6 +121,7 @@ pub fn prepare(g: &Graph, qp: &QuantPoints, ranges: &[PointRange]) -> Result<Pre
                 grid,
                 axis,
                 observer: None,
+                damping: 0.0,
             }),
             inputs,
             &p.name,

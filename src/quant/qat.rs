@@ -37,6 +37,10 @@ pub struct QatOptions {
     pub lsq: bool,
     /// Observer averaging constant (PyTorch: 0.01).
     pub averaging: f32,
+    /// Oscillation damping of the weight quantizers (`FakeQuantAttrs::damping`; 0: off).
+    pub damping: f32,
+    /// Learning rate of LSQ scales and zero points relative to the weights'.
+    pub quantizer_lr_factor: f32,
 }
 
 impl Default for QatOptions {
@@ -44,8 +48,40 @@ impl Default for QatOptions {
         QatOptions {
             lsq: false,
             averaging: 0.01,
+            damping: 0.0,
+            quantizer_lr_factor: 1.0,
         }
     }
+}
+
+impl QatOptions {
+    /// The options of a recipe.
+    pub fn from_recipe(r: &super::recipe::QatRecipe) -> Self {
+        QatOptions {
+            lsq: r.lsq,
+            damping: r.damping,
+            quantizer_lr_factor: r.quantizer_lr_factor,
+            ..QatOptions::default()
+        }
+    }
+}
+
+/// Per-parameter learning-rate factors of a training graph: `factor` for the scales and zero
+/// points of fake quantizers, 1 for everything else.
+pub fn quantizer_lr_factors(g: &Graph, factor: f32) -> Vec<f32> {
+    let mut f = vec![1.0; g.params.len()];
+    for n in &g.nodes {
+        if let OpKind::FakeQuant(a) = &n.op
+            && a.grid != QuantGrid::Fp16
+        {
+            for &v in &n.inputs[1..3] {
+                if let Some(p) = g.param_of(v) {
+                    f[p] = factor;
+                }
+            }
+        }
+    }
+    f
 }
 
 /// Where a QAT run stands, stored in its checkpoints so that it can be resumed.
@@ -55,6 +91,15 @@ pub struct QatState {
     pub plan: QuantPlan,
     pub lsq: bool,
     pub averaging: f32,
+    /// Oscillation damping of the weight quantizers (in the graph's attributes too).
+    #[serde(default)]
+    pub damping: f32,
+    /// Learning rate of LSQ scales relative to the weights'.
+    #[serde(default = "one")]
+    pub quantizer_lr_factor: f32,
+    /// Training batches BatchNorm statistics are re-estimated on at the end (0: off).
+    #[serde(default)]
+    pub bn_reestimate_batches: usize,
     /// Freeze BatchNorm statistics from this epoch on (0-based count of finished epochs).
     pub freeze_bn_after: Option<usize>,
     pub freeze_observers_after: Option<usize>,
@@ -64,6 +109,10 @@ pub struct QatState {
     pub accuracy: Option<f64>,
     /// Accuracy of the float model the run started from.
     pub float_accuracy: Option<f64>,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 /// A model ready for quantization-aware training.
@@ -264,8 +313,14 @@ fn training_graph(
                 let s = r.add_param_named(&name("scale"), s0, opts.lsq);
                 let z = r.add_param_named(&name("zero_point"), z0, opts.lsq && sym.is_none());
                 let mut inputs = vec![x, s, z];
+                let is_weight = weight_fq.contains_key(&ni)
+                    || matches!(
+                        t.values[node.inputs[0]].source,
+                        crate::graph::Source::Param(_)
+                    );
                 let mut attrs = FakeQuantAttrs {
                     observer: None,
+                    damping: if is_weight { opts.damping } else { 0.0 },
                     ..a.clone()
                 };
                 if !opts.lsq {
@@ -531,7 +586,7 @@ mod tests {
             Arch::ResnetMini,
             &QatOptions {
                 lsq: true,
-                averaging: 0.01,
+                ..QatOptions::default()
             },
         );
         let g = &q.graph;

@@ -40,6 +40,8 @@ pub struct Optimizer {
     m: Vec<Option<Tensor>>,
     /// Second moment per parameter (AdamW).
     v: Vec<Option<Tensor>>,
+    /// Learning-rate factor per parameter (1 unless set).
+    lr_factor: Vec<f32>,
     step: u64,
 }
 
@@ -51,7 +53,16 @@ impl Optimizer {
             config,
             m: vec![None; n],
             v: vec![None; n],
+            lr_factor: vec![1.0; n],
             step: 0,
+        }
+    }
+
+    /// Scales the learning rate of each parameter by `factors[i]` (parameters beyond the
+    /// vector keep 1).
+    pub fn set_lr_factors(&mut self, factors: &[f32]) {
+        for (f, &v) in self.lr_factor.iter_mut().zip(factors) {
+            *f = v;
         }
     }
 
@@ -65,6 +76,7 @@ impl Optimizer {
                 continue;
             }
             let w = &mut g.params[i].tensor;
+            let lr = lr * self.lr_factor[i];
             match self.config {
                 OptimizerConfig::Sgd {
                     momentum,
@@ -158,6 +170,22 @@ mod tests {
         o.step(&mut g, &gr, 0.1);
         o.step(&mut g, &gr, 0.1);
         assert!((g.params[0].tensor[0] - (1.0 - 0.19 - 0.271)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lr_factors_scale_each_parameters_step() {
+        let mut g = one_param(1.0);
+        let cfg = OptimizerConfig::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let mut o = Optimizer::new(cfg, &g);
+        o.set_lr_factors(&[0.5]);
+        o.step(&mut g, &[Some(from_vec(&[1], vec![2.0]))], 0.1);
+        // 1 - 0.1 * 0.5 * 2 = 0.9
+        assert!((crate::tensor::slice(&g.params[0].tensor)[0] - 0.9).abs() < 1e-6);
     }
 
     #[test]

@@ -137,6 +137,11 @@ pub trait EpochHooks {
     fn epoch_start(&mut self, _epoch: usize, _g: &mut Graph) {}
     /// After each optimizer step (`step` counts from 1 over the whole run).
     fn step_end(&mut self, _step: usize, _g: &Graph) {}
+    /// Learning-rate factors per parameter (e.g. smaller for quantizer scales), asked once
+    /// when the optimizer is made.
+    fn lr_factors(&self, _g: &Graph) -> Option<Vec<f32>> {
+        None
+    }
     /// After epoch `epoch` was evaluated; an error ends the run.
     fn epoch_end(&mut self, _g: &Graph, _rec: &EpochRecord) -> Result<(), TrainError> {
         Ok(())
@@ -209,6 +214,9 @@ pub fn train_from(
     let total = steps_per_epoch * cfg.epochs;
     let every = total.div_ceil(HISTORY_POINTS).max(1);
     let mut opt = Optimizer::new(cfg.optimizer.clone(), g);
+    if let Some(f) = hooks.lr_factors(g) {
+        opt.set_lr_factors(&f);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9e37_79b9);
     let mut history = TrainHistory::default();
     let (mut step, mut acc_loss, mut acc_n) = (start_epoch * steps_per_epoch, 0.0f64, 0usize);

@@ -176,6 +176,7 @@ impl CalibrationPanel {
             ev.seconds,
             if ev.recalibrated == 0 { " (observers cached)" } else { "" }
         )).strong());
+        super::adaround::section(ui, cx);
         let fmt_db = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
         let fmt_pc = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.3}", v * 100.0));
         TableBuilder::new(ui)

@@ -6,6 +6,7 @@
 //! among it) and sends typed commands; none mutates state or imports another panel. Small
 //! shared widgets live in [`widgets`].
 
+pub mod adaround;
 pub mod bench;
 pub mod bundle;
 pub mod calibration;
@@ -19,6 +20,8 @@ pub mod menu;
 pub mod model;
 pub mod project;
 pub mod qat;
+pub mod qat_flips;
+pub mod qat_recipe;
 pub mod search;
 pub mod sensitivity;
 pub mod summary;

@@ -8,6 +8,7 @@
 //! [`Command`]. This file only draws.
 
 use super::curves::{epoch_table, live_loss_series, live_stats, loss_plot};
+use super::qat_recipe::{self, RecipeForm};
 use crate::app::format;
 use crate::app::qat_run::{
     BATCH, CALIB_SAMPLES, QatCommand, QatPhase, QatPrecision, QatRequest, QatRun, ScaleRow,
@@ -37,6 +38,9 @@ pub struct QatPanel {
     pub limit: usize,
     /// Draw the reported step losses under the smoothed curve.
     pub show_raw: bool,
+    /// The recipe's other settings (damping, re-estimation, plan shaping).
+    #[serde(default)]
+    pub recipe: RecipeForm,
 }
 
 impl Default for QatPanel {
@@ -54,6 +58,7 @@ impl Default for QatPanel {
             limit_data: false,
             limit: 10_000,
             show_raw: true,
+            recipe: RecipeForm::default(),
         }
     }
 }
@@ -61,7 +66,7 @@ impl Default for QatPanel {
 impl QatPanel {
     /// The request the form describes.
     pub fn request(&self) -> QatRequest {
-        QatRequest {
+        let mut r = QatRequest {
             precision: self.precision,
             epochs: self.epochs,
             lr: self.lr,
@@ -69,7 +74,24 @@ impl QatPanel {
             freeze_bn_after: self.freeze_bn.then_some(self.freeze_bn_after),
             freeze_observers_after: self.freeze_observers.then_some(self.freeze_observers_after),
             limit: self.limit_data.then_some(self.limit),
-        }
+            ..QatRequest::default()
+        };
+        self.recipe.fill(&mut r);
+        r
+    }
+
+    /// Sets the form to the recipe the defaults choose for its precision and epochs on the
+    /// model on screen (`plan`: the studio's plan).
+    pub fn choose_recipe(
+        &mut self,
+        g: &crate::graph::Graph,
+        plan: Option<&crate::quant::QuantPlan>,
+    ) {
+        let (r, name) = qat_recipe::recommended(&self.request(), g, plan);
+        let limit = (self.limit_data, self.limit);
+        self.set_request(&r);
+        (self.limit_data, self.limit) = limit;
+        self.recipe.name = name;
     }
 
     /// Sets the form to a saved request (an opened project).
@@ -86,6 +108,7 @@ impl QatPanel {
             .unwrap_or(self.freeze_observers_after);
         self.limit_data = r.limit.is_some();
         self.limit = r.limit.unwrap_or(self.limit);
+        self.recipe.take(r);
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
@@ -117,6 +140,7 @@ impl QatPanel {
                 let series = live_loss_series(&run.progress, self.show_raw);
                 loss_plot(ui, "qat_loss_plot", &series, 220.0);
                 accuracy_plot(ui, run);
+                super::qat_flips::flips(ui, run);
                 if !run.progress.epochs.is_empty() {
                     ui.weak("Test accuracy here is the fake-quant model's.");
                     epoch_table(ui, "qat_epochs", &run.progress.epochs);
@@ -134,7 +158,7 @@ impl QatPanel {
         egui::CollapsingHeader::new(RichText::new("Settings").strong())
             .id_salt(("qat_settings", active))
             .default_open(!active)
-            .show(ui, |ui| self.settings(ui, active));
+            .show(ui, |ui| self.settings(ui, active, cx));
         let start = ui
             .add_enabled(
                 blocker.is_ok(),
@@ -150,12 +174,36 @@ impl QatPanel {
         }
     }
 
-    fn settings(&mut self, ui: &mut egui::Ui, active: bool) {
+    fn settings(&mut self, ui: &mut egui::Ui, active: bool, cx: &FrameCtx<'_>) {
+        let graph = cx.live.model.as_ref().map(|m| &m.model.graph);
+        if let Some(g) = graph
+            && !active
+            && qat_recipe::needs_choice(&self.recipe, &self.request())
+        {
+            self.choose_recipe(g, cx.ws.plan.as_ref());
+        }
+        let before = self.request();
         ui.add_enabled_ui(!active, |ui| {
             egui::Grid::new("qat_form")
                 .num_columns(2)
                 .spacing([12.0, 4.0])
                 .show(ui, |ui| {
+                    ui.label("Recipe");
+                    ui.horizontal(|ui| {
+                        ui.label(RichText::new(&self.recipe.name).strong());
+                        let b = ui
+                            .add_enabled(graph.is_some(), egui::Button::new("Recommended"))
+                            .on_hover_text(
+                                "The settings the defaults choose for this precision and model",
+                            )
+                            .on_disabled_hover_text("Open a model first");
+                        if b.clicked()
+                            && let Some(g) = graph
+                        {
+                            self.choose_recipe(g, cx.ws.plan.as_ref());
+                        }
+                    });
+                    ui.end_row();
                     ui.label("Precision");
                     super::widgets::choice(
                         ui,
@@ -186,6 +234,9 @@ impl QatPanel {
                          moving-average min/max observers",
                     );
                     ui.end_row();
+                    let four_bit =
+                        matches!(self.precision, QatPrecision::W4A8 | QatPrecision::W4A4);
+                    qat_recipe::rows(ui, &mut self.recipe, self.lsq, four_bit);
                     after_row(
                         ui,
                         "Freeze BatchNorm",
@@ -213,6 +264,10 @@ impl QatPanel {
                     ui.end_row();
                 });
         });
+        let now = self.request();
+        if now != before && !qat_recipe::needs_choice(&self.recipe, &now) {
+            self.recipe.name = "custom".into();
+        }
         let start = if self.precision == QatPrecision::Plan {
             "starts from the current plan as calibrated (layers table, Calibration tab)".to_string()
         } else {
@@ -474,7 +529,19 @@ fn notes(ui: &mut egui::Ui, run: &QatRun) {
                 format::percent(*accuracy),
                 path.display()
             ),
-            QatEvent::Started { .. } | QatEvent::Scales { .. } => continue,
+            QatEvent::BatchNormReestimated {
+                batchnorms,
+                batches,
+                before,
+                after,
+            } => format!(
+                "Re-estimated {batchnorms} BatchNorm layer(s) on {batches} training batches: {} → {}.",
+                before.map_or("–".into(), format::percent),
+                after.map_or("–".into(), format::percent)
+            ),
+            QatEvent::Started { .. } | QatEvent::Scales { .. } | QatEvent::Oscillation { .. } => {
+                continue;
+            }
         };
         ui.add(egui::Label::new(RichText::new(text).small()).wrap());
     }

@@ -55,7 +55,7 @@ impl TopBar {
                 let what = match pick {
                     Pick::Model => "Model file to open:",
                     Pick::DataDir => "Dataset folder to open:",
-                    Pick::SavePath | Pick::QatSavePath => "Save to:",
+                    Pick::SavePath | Pick::QatSavePath | Pick::AdaRoundSavePath => "Save to:",
                     Pick::ExportPath(..) => "Export to:",
                     Pick::ProjectOpen => "Project file to open:",
                     Pick::ProjectSave => "Save the project to:",

@@ -15,6 +15,7 @@ fn request() -> QatRequest {
         freeze_bn_after: Some(1),
         freeze_observers_after: None,
         limit: Some(500),
+        ..QatRequest::default()
     }
 }
 

@@ -32,6 +32,7 @@ fn sample(dir: &Path) -> Project {
             freeze_bn_after: Some(1),
             freeze_observers_after: None,
             limit: Some(6000),
+            ..QatRequest::default()
         }),
         export: Some(ExportSettings {
             format: ExportFormat::Bundle,

@@ -140,6 +140,7 @@ fn fake_quant(
         },
         axis: g.axis,
         observer: None,
+        damping: 0.0,
     };
     let y = ctx.emit(OpKind::FakeQuant(attrs), &[x, s, z])?;
     ctx.imp.quantized.insert(y, g.clone());

@@ -246,6 +246,7 @@ fn cast(ctx: &mut NodeCtx<'_, '_>) -> Result<Option<Out>, OnnxError> {
             grid: QuantGrid::Fp16,
             axis: None,
             observer: None,
+            damping: 0.0,
         };
         return Ok(Some(Out::Value(ctx.emit(OpKind::FakeQuant(attrs), &[x])?)));
     }
