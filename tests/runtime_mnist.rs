@@ -215,7 +215,7 @@ fn w4a8_learned_rounding_beats_nearest_and_converts_exactly() {
     assert_eq!(layers.len(), 3);
     for l in &layers {
         eprintln!("{l:?}");
-        assert!(l.relative_error < 0.9, "{l:?}");
+        assert!(l.relative_error < 0.95, "{l:?}");
         assert!(l.flipped > 0 && l.flipped < l.weights / 2, "{l:?}");
     }
     // Weights on the grid: the quantizer leaves them as they are.
@@ -247,7 +247,7 @@ fn w4a8_learned_rounding_beats_nearest_and_converts_exactly() {
     };
     let (m_near, m_learned) = (mse(&nearest), mse(&learned));
     eprintln!("logits MSE vs float: nearest {m_near:.5}, learned {m_learned:.5}");
-    assert!(m_learned < m_near, "{m_learned} vs {m_near}");
+    assert!(m_learned < 0.8 * m_near, "{m_learned} vs {m_near}");
     let m = IntModel::convert(&learned, &ConvertOptions::default()).unwrap();
     let a = compare(&s, &learned, &m);
     check("W4A8 learned rounding", &a, 0.999, 0.95);

@@ -73,6 +73,9 @@ pub struct QatArgs {
     /// generated plans).
     #[arg(long)]
     pub no_keep_ends: bool,
+    /// 4-bit weight scales from min-max instead of the recipe's MSE search.
+    #[arg(long)]
+    pub no_mse_weights: bool,
     /// Freeze BatchNorm statistics after this many epochs (4-bit recipe: the last epoch of
     /// runs of two or more).
     #[arg(long, conflicts_with = "no_freeze_bn")]
@@ -139,6 +142,9 @@ impl QatArgs {
         }
         if self.no_keep_ends {
             r.keep_ends_8bit = false;
+        }
+        if self.no_mse_weights {
+            r.mse_weights = false;
         }
         if self.freeze_bn_after.is_some() || self.no_freeze_bn {
             r.freeze_bn_after = self.freeze_bn_after;

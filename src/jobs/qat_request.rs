@@ -259,8 +259,13 @@ impl QatRequest {
             " --quantizer-lr-factor {} --damping {} --bn-reestimate {}",
             self.quantizer_lr_factor, self.damping, self.bn_reestimate_batches
         );
-        if !self.keep_ends_8bit && self.precision != QatPrecision::Plan {
-            s += " --no-keep-ends";
+        if self.precision != QatPrecision::Plan {
+            if !self.keep_ends_8bit {
+                s += " --no-keep-ends";
+            }
+            if !self.mse_weights {
+                s += " --no-mse-weights";
+            }
         }
         match self.freeze_bn_after {
             Some(e) => s += &format!(" --freeze-bn-after {e}"),

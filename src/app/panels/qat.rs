@@ -265,7 +265,13 @@ impl QatPanel {
                 });
         });
         let now = self.request();
-        if now != before && !qat_recipe::needs_choice(&self.recipe, &now) {
+        // The image limit is not part of the recipe.
+        let recipe_changed = QatRequest { limit: None, ..now }
+            != QatRequest {
+                limit: None,
+                ..before
+            };
+        if recipe_changed && !qat_recipe::needs_choice(&self.recipe, &now) {
             self.recipe.name = "custom".into();
         }
         let start = if self.precision == QatPrecision::Plan {

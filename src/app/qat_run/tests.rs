@@ -55,7 +55,8 @@ fn the_request_is_what_the_cli_would_run() {
     assert_eq!(
         r.cli_equivalent(Some(Path::new("m.safetensors")), Path::new("assets/mnist")),
         "qatlas qat --model m.safetensors --data assets/mnist --precision int4 --activations int4 \
-         --epochs 2 --lr 0.0001 --lsq --freeze-bn-after 1 --limit 500 (run in the studio)"
+         --epochs 2 --lr 0.0001 --lsq --quantizer-lr-factor 1 --damping 0 --bn-reestimate 0 \
+         --no-keep-ends --no-mse-weights --freeze-bn-after 1 --limit 500 (run in the studio)"
     );
     assert_eq!(
         default_file_name("seed cnn", QatPrecision::W4A8),
