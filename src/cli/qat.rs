@@ -61,8 +61,7 @@ pub struct QatArgs {
     /// Learning rate of LSQ scales relative to the weights' (4-bit recipe: 0.1).
     #[arg(long)]
     pub quantizer_lr_factor: Option<f32>,
-    /// Oscillation damping strength on weight quantizers (4-bit recipe: 1e-3 with depthwise
-    /// convolutions, else 0).
+    /// Oscillation damping strength on weight quantizers (off by default; e.g. 1e-3).
     #[arg(long)]
     pub damping: Option<f32>,
     /// Training batches to re-estimate BatchNorm statistics on after QAT (4-bit recipe: 50 in

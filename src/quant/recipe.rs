@@ -10,8 +10,9 @@
 //!   grid on one outlier);
 //! - LSQ: learnable scales (and zero points on affine activation grids), trained at a tenth of
 //!   the weights' learning rate;
-//! - oscillation damping (Nagel et al. 2022) on the weight quantizers where the model has
-//!   depthwise convolutions (9 weights per channel: the grid is coarsest there);
+//! - oscillation damping (Nagel et al. 2022) is available (`damping`) but off: on the demo nets
+//!   it cost accuracy, while freezing BatchNorm for the last epoch brings the weights' flip
+//!   rate (the oscillation meter) to about zero;
 //! - BatchNorm statistics frozen for the last epoch of runs of two or more epochs (which stops
 //!   the weights' integer flips), or, in one-epoch runs, re-estimated with the final weights at
 //!   the end (re-estimating statistics that were frozen re-rounds every folded weight: measured
@@ -66,13 +67,6 @@ pub fn min_bits(plan: &QuantPlan) -> u32 {
         .unwrap_or(32)
 }
 
-/// Whether `g` has depthwise (or other grouped) convolutions.
-pub fn has_depthwise(g: &Graph) -> bool {
-    g.nodes
-        .iter()
-        .any(|n| matches!(&n.op, OpKind::Conv2d(a) if a.groups > 1))
-}
-
 /// Whether `g` has BatchNorm layers.
 pub fn has_batchnorm(g: &Graph) -> bool {
     g.nodes
@@ -111,7 +105,9 @@ impl QatRecipe {
             quantizer_lr_factor: 0.1,
             mse_weights: true,
             keep_ends_8bit: true,
-            damping: if has_depthwise(g) { 1e-3 } else { 0.0 },
+            // Measured on mobilenet-mini over 3 seeds: damping 1e-3 cost 0.09 pp at W4A8 and
+            // gained nothing at W4A4; freezing BatchNorm is what stops the flips here.
+            damping: 0.0,
             freeze_bn_after,
             freeze_observers_after: None,
             // Re-estimating statistics the last epoch trained against re-rounds every folded
@@ -209,11 +205,13 @@ mod tests {
         let r = QatRecipe::for_plan(&g, &w4, 2);
         assert!(r.lsq && r.keep_ends_8bit && r.mse_weights);
         assert_eq!(r.freeze_bn_after, Some(1));
-        assert!(
-            r.damping
-                > QatRecipe::for_plan(&Arch::SeedCnn.build([1, 28, 28], 10, 0).unwrap(), &w4, 2)
-                    .damping
-        );
+        assert_eq!(r.damping, 0.0, "measured to cost accuracy: off");
+        // BatchNorm re-estimated only when it was not frozen; nothing of it without BatchNorm.
+        assert_eq!(r.bn_reestimate_batches, 0);
+        assert!(QatRecipe::for_plan(&g, &w4, 1).bn_reestimate_batches > 0);
+        let seed = Arch::SeedCnn.build([1, 28, 28], 10, 0).unwrap();
+        let rs = QatRecipe::for_plan(&seed, &w4, 2);
+        assert_eq!((rs.freeze_bn_after, rs.bn_reestimate_batches), (None, 0));
         r.shape_plan(&g, &mut w4);
         let n = w4.layers.len();
         assert_eq!(w4.layers[0].precision, Precision::Int8);

@@ -30,7 +30,11 @@ pub fn section(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
             ui.horizontal(|ui| {
                 let b = ui
                     .add_enabled(blocker.is_ok(), egui::Button::new("Learn the rounding"))
-                    .on_hover_text("Learn the rounding of every integer weight of the plan as calibrated")
+                    .on_hover_text(
+                        "Learn the rounding of every integer weight of the plan as calibrated; \
+                         \"other way\": weights not rounded to nearest, \"error vs nearest\": the \
+                         layer's output error relative to nearest rounding",
+                    )
                     .on_disabled_hover_text(blocker.as_ref().err().cloned().unwrap_or_default());
                 if b.clicked() {
                     cx.send(Command::AdaRound(AdaRoundCommand::Run));
@@ -66,7 +70,7 @@ pub fn section(ui: &mut egui::Ui, cx: &mut FrameCtx<'_>) {
                 .striped(true)
                 .num_columns(5)
                 .show(ui, |ui| {
-                    for h in ["layer", "weights", "rounded up/down differently", "output error vs nearest", "bias shift"] {
+                    for h in ["layer", "weights", "other way", "error vs nearest", "bias shift"] {
                         ui.strong(h);
                     }
                     ui.end_row();
