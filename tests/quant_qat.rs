@@ -85,6 +85,22 @@ fn run_job(spec: QatSpec, train: Dataset, eval: Option<Dataset>) -> (Vec<JobEven
     (events, outcome)
 }
 
+/// A fresh (untrained) resnet-mini with MNIST metadata.
+fn resnet_mini() -> Model {
+    Model {
+        graph: Arch::ResnetMini.build([1, 28, 28], 10, 1).unwrap(),
+        meta: ModelMeta {
+            normalization: qatlas::data::Normalization::mnist(),
+            class_names: (0..10).map(|i| i.to_string()).collect(),
+            arch: Some("resnet-mini".into()),
+            train_config: None,
+            history: None,
+            command: None,
+            qat: None,
+        },
+    }
+}
+
 fn count_ops(g: &Graph, f: impl Fn(&OpKind) -> bool) -> usize {
     g.nodes.iter().filter(|n| f(&n.op)).count()
 }
@@ -270,19 +286,7 @@ fn non_finite_training_stops_and_hands_back_the_last_good_weights() {
 
 #[test]
 fn resnet_batchnorm_and_observers_freeze_on_schedule() {
-    let g = Arch::ResnetMini.build([1, 28, 28], 10, 1).unwrap();
-    let model = Model {
-        graph: g,
-        meta: ModelMeta {
-            normalization: qatlas::data::Normalization::mnist(),
-            class_names: (0..10).map(|i| i.to_string()).collect(),
-            arch: Some("resnet-mini".into()),
-            train_config: None,
-            history: None,
-            command: None,
-            qat: None,
-        },
-    };
+    let model = resnet_mini();
     let mut s = spec(model, Precision::Int8, 2, None);
     s.freeze_bn_after = Some(1);
     s.freeze_observers_after = Some(1);
@@ -364,19 +368,7 @@ fn resnet_batchnorm_and_observers_freeze_on_schedule() {
 #[test]
 fn four_bit_recipe_shapes_the_plan_meters_flips_and_reestimates_batchnorm() {
     use qatlas::jobs::qat_request::{QatPrecision, QatRequest};
-    let g = Arch::ResnetMini.build([1, 28, 28], 10, 1).unwrap();
-    let model = Model {
-        graph: g,
-        meta: ModelMeta {
-            normalization: qatlas::data::Normalization::mnist(),
-            class_names: (0..10).map(|i| i.to_string()).collect(),
-            arch: Some("resnet-mini".into()),
-            train_config: None,
-            history: None,
-            command: None,
-            qat: None,
-        },
-    };
+    let model = resnet_mini();
     let mut req = QatRequest {
         precision: QatPrecision::W4A8,
         epochs: 1,
