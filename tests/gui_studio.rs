@@ -207,6 +207,7 @@ fn qat_from_the_studio_reports_live_and_saves_a_quantized_model() {
         freeze_bn_after: None,
         freeze_observers_after: Some(1),
         limit: Some(256),
+        ..QatRequest::default()
     };
     app.apply(Command::Qat(QatCommand::Start(req)), None);
     assert!(app.live.is_busy());

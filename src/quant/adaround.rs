@@ -173,28 +173,26 @@ struct Patches {
 }
 
 impl Patches {
-    fn new(op: &OpKind, x: &[usize], w: &[usize]) -> Result<Self, QuantError> {
+    fn new(op: &OpKind, x: &[usize], w: &[usize]) -> Self {
         match op {
             OpKind::Conv2d(a) => {
-                let (h, wd) = (x[2], x[3]);
                 let (kh, kw) = (w[2], w[3]);
-                let oh =
-                    (h + a.pads[0] + a.pads[2] - a.dilation[0] * (kh - 1) - 1) / a.stride[0] + 1;
-                let ow =
-                    (wd + a.pads[1] + a.pads[3] - a.dilation[1] * (kw - 1) - 1) / a.stride[1] + 1;
-                Ok(Patches {
+                // The layer ran on this input, so its shape rule holds.
+                let o = crate::ops::conv::output_shape(a, &[x, w]).unwrap_or_else(|_| vec![0; 4]);
+                let (oh, ow) = (o[2], o[3]);
+                Patches {
                     groups: a.groups,
                     k: w[1] * kh * kw,
                     columns_per_image: oh * ow,
                     conv: Some((a.clone(), [kh, kw], [oh, ow])),
-                })
+                }
             }
-            _ => Ok(Patches {
+            _ => Patches {
                 groups: 1,
                 k: x[1..].iter().product(),
                 columns_per_image: 1,
                 conv: None,
-            }),
+            },
         }
     }
 
@@ -272,7 +270,7 @@ fn moments(
     for b in batches {
         let xf = tap_value(float, vf, b)?;
         let xq = tap_value(fq, vq, b)?;
-        let p = Patches::new(&node.op, xq.shape(), &wshape)?;
+        let p = Patches::new(&node.op, xq.shape(), &wshape);
         let total = images * p.columns_per_image;
         let n = b.shape()[0];
         let here = n * p.columns_per_image;

@@ -22,6 +22,7 @@ pub mod project;
 pub mod qat;
 pub mod qat_flips;
 pub mod qat_recipe;
+pub mod qat_scales;
 pub mod search;
 pub mod sensitivity;
 pub mod summary;
