@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         calib_samples: 1000,
         freeze_bn_after: None,
         freeze_observers_after: None,
+        bn_reestimate_batches: 0,
         checkpoint: None,
     };
     let job = Job::qat(spec, train, Some(eval), Arc::new(|| {}))?;
