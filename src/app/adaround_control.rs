@@ -10,11 +10,11 @@ use super::state::{Live, Loadable, Outcome, Pick};
 use super::studio::StudioApp;
 use crate::data::Dataset;
 use crate::io::{Model, save_model};
-use crate::quant::adaround::{AdaRoundOptions, LayerRounding, adaround};
+use crate::jobs::rounding::learn_rounding;
+use crate::quant::adaround::{AdaRoundOptions, LayerRounding};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 /// Calibration images the layer statistics come from.
 pub const ADAROUND_SAMPLES: usize = 512;
@@ -165,37 +165,36 @@ fn learn(
     eval_samples: usize,
     rev: u64,
 ) -> anyhow::Result<AdaRoundResult> {
-    let t0 = Instant::now();
     let norm = &meta.normalization;
-    let calib = train.first(ADAROUND_SAMPLES.min(train.len()));
-    let batches: Vec<_> = crate::data::Loader::new(&calib, norm, 128, None, false)
-        .map(|(x, _)| x)
-        .collect();
-    calib.check()?;
     let test = test.first(eval_samples.min(test.len()));
     let nearest = crate::train::evaluate(&ptq.prepared.graph, &test, norm, 256)?.accuracy;
-    let mut graph = ptq.prepared.graph.clone();
-    let layers = adaround(
-        &ptq.folded,
-        &mut graph,
-        &batches,
-        &AdaRoundOptions::default(),
-        &AtomicBool::new(false),
+    let opts = AdaRoundOptions::default();
+    let stop = AtomicBool::new(false);
+    let r = learn_rounding(
+        ptq,
+        train,
+        norm,
+        ADAROUND_SAMPLES,
+        &opts,
+        &stop,
         &mut |_, _| {},
     )?;
-    let learned = crate::train::evaluate(&graph, &test, norm, 256)?.accuracy;
+    let learned = crate::train::evaluate(&r.graph, &test, norm, 256)?.accuracy;
     let mut meta = meta;
     meta.command = Some(format!(
         "qatlas ptq --adaround --calib-samples {} --adaround-samples {ADAROUND_SAMPLES} (studio plan)",
         ptq.calibrator.images()
     ));
     Ok(AdaRoundResult {
-        model: Arc::new(Model { graph, meta }),
+        model: Arc::new(Model {
+            graph: r.graph,
+            meta,
+        }),
         nearest_accuracy: nearest,
         learned_accuracy: learned,
         images: test.len(),
-        layers,
-        seconds: t0.elapsed().as_secs_f64(),
+        layers: r.layers,
+        seconds: r.seconds,
         rev,
     })
 }

@@ -8,7 +8,8 @@ use crate::analysis::compare;
 use crate::data::Split;
 use crate::io::atomic::write_atomic;
 use crate::io::{Model, load_any, save_model};
-use crate::quant::adaround::{AdaRoundOptions, adaround};
+use crate::jobs::rounding::learn_rounding;
+use crate::quant::adaround::AdaRoundOptions;
 use crate::quant::{Granularity, Observer, Precision, QuantPlan, ptq};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -284,7 +285,7 @@ struct Rounding {
     seconds: f64,
 }
 
-/// Evaluates nearest rounding, then learns the rounding of `res`'s fake-quant model in place.
+/// Evaluates nearest rounding, then replaces `res`'s fake-quant model by its learned rounding.
 fn learned_rounding(
     a: &PtqArgs,
     res: &mut crate::quant::PtqResult,
@@ -295,33 +296,28 @@ fn learned_rounding(
     stop: &AtomicBool,
 ) -> anyhow::Result<Rounding> {
     let nearest = crate::train::evaluate(&res.prepared.graph, test, norm, batch)?.accuracy;
-    let n = a.adaround_samples.min(calib.len()).max(1);
-    let sub = calib.first(n);
-    let batches: Vec<_> = crate::data::Loader::new(&sub, norm, batch, None, false)
-        .map(|(x, _)| x)
-        .collect();
-    sub.check()?;
     let opts = AdaRoundOptions {
         iterations: a.adaround_iterations,
         ..AdaRoundOptions::default()
     };
-    let t0 = Instant::now();
     let pb = progress(0, "learned rounding");
-    let layers = adaround(
-        &res.folded,
-        &mut res.prepared.graph,
-        &batches,
+    let r = learn_rounding(
+        res,
+        calib,
+        norm,
+        a.adaround_samples,
         &opts,
         stop,
-        &mut |done, total| {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
+        &mut |d, t| {
+            pb.set_length(t as u64);
+            pb.set_position(d as u64);
         },
     )?;
     pb.finish_and_clear();
+    res.prepared.graph = r.graph;
     Ok(Rounding {
         nearest_accuracy: nearest,
-        layers,
-        seconds: t0.elapsed().as_secs_f64(),
+        layers: r.layers,
+        seconds: r.seconds,
     })
 }

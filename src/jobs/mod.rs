@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod qat;
 pub mod qat_request;
+pub mod rounding;
 pub mod sweep;
 
 pub use analysis::{PlanEvent, PlanRequest, PlanWorker};

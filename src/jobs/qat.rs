@@ -358,7 +358,8 @@ pub fn run_qat(
         step: summary.as_ref().map_or(0, |s| s.steps),
         scales: point_scales(&graph),
     }));
-    let mut pre_reestimate_accuracy = None;
+    // (BatchNorms, batches, accuracy before) when BatchNorm statistics were re-estimated.
+    let mut reestimated = None;
     if spec.bn_reestimate_batches > 0 && error.is_none() {
         let before = acc_of(&deploy(&graph)?)?;
         let seed = Some(spec.train.seed ^ 0x0b0e_5717);
@@ -367,21 +368,21 @@ pub fn run_qat(
             .map(|(x, _)| x);
         let (batchnorms, batches) = reestimate_batchnorm(&mut graph, batches)?;
         train.check()?;
-        if batchnorms > 0 {
-            let after = acc_of(&deploy(&graph)?)?;
-            pre_reestimate_accuracy = before;
-            emit(JobEvent::Qat(QatEvent::BatchNormReestimated {
-                batchnorms,
-                batches,
-                before,
-                after,
-            }));
-        }
+        reestimated = (batchnorms > 0).then_some((batchnorms, batches, before));
     }
     let deployed = deploy(&graph)?;
     let mut plan = state.plan.clone();
     plan.ranges = deployed_ranges(&deployed, &template)?;
     let quantized_accuracy = acc_of(&deployed)?;
+    if let Some((batchnorms, batches, before)) = reestimated {
+        emit(JobEvent::Qat(QatEvent::BatchNormReestimated {
+            batchnorms,
+            batches,
+            before,
+            after: quantized_accuracy,
+        }));
+    }
+    let pre_reestimate_accuracy = reestimated.and_then(|r| r.2);
     let mut out_meta = meta.clone();
     if let Some(s) = &summary {
         out_meta.history = Some(s.history.clone());

@@ -34,6 +34,9 @@
 //! `qmin − zp` below, `qmax − zp` above; for the zero point, `−scale` outside, 0 inside.
 //! Depends on `tensor` only.
 
+mod backward;
+pub use backward::backward;
+
 use super::par::PAR_MIN;
 use super::{Forward, Mode, OpError, Saved, error::invalid};
 use crate::tensor::{Tensor, from_vec, slice};
@@ -314,6 +317,32 @@ fn observe(
     (ranges, params)
 }
 
+/// Integer grid values (clamped) of `inputs[0]` under an integer quantizer with its stored
+/// scale and zero point (`inputs[1..3]`); empty for the fp16 grid. Every grid of qatlas fits i8.
+pub fn grid_values(a: &FakeQuantAttrs, inputs: &[&Tensor]) -> Vec<i8> {
+    let QuantGrid::Int { qmin, qmax } = a.grid else {
+        return Vec::new();
+    };
+    let x = inputs[0];
+    let p = channel_params(inputs, qmin, qmax);
+    let (lo, hi) = (qmin as f32, qmax as f32);
+    let mut q = vec![0.0f32; x.len()];
+    for_channels(
+        slice(x),
+        slice(x),
+        &mut q,
+        x.shape(),
+        a.axis,
+        |ch, xc, _, qc| {
+            let (_, inv, z) = p[ch];
+            for (o, &v) in qc.iter_mut().zip(xc) {
+                *o = quantize_unclamped(v, inv, z).clamp(lo, hi);
+            }
+        },
+    );
+    q.into_iter().map(|v| v as i8).collect()
+}
+
 /// Forward pass (`mode` matters only for an observing quantizer).
 pub fn forward(a: &FakeQuantAttrs, inputs: &[&Tensor], mode: Mode) -> Forward {
     let x = inputs[0];
@@ -356,113 +385,6 @@ pub fn forward(a: &FakeQuantAttrs, inputs: &[&Tensor], mode: Mode) -> Forward {
         saved,
         updates,
     }
-}
-
-/// Backward pass: STE for x; LSQ gradients for scale and zero point where requested.
-pub fn backward(
-    a: &FakeQuantAttrs,
-    inputs: &[&Tensor],
-    saved: &Saved,
-    dy: &Tensor,
-    need: &[bool],
-) -> Vec<Option<Tensor>> {
-    let x = inputs[0];
-    let (qmin, qmax) = match a.grid {
-        QuantGrid::Fp16 => {
-            let max = half::f16::MAX.to_f32();
-            let dx = ndarray::Zip::from(x)
-                .and(dy)
-                .map_collect(|&v, &g| if fp16_value(v).abs() <= max { g } else { 0.0 });
-            return vec![Some(dx)];
-        }
-        QuantGrid::Int { qmin, qmax } => (qmin, qmax),
-    };
-    let p = match saved {
-        Saved::FakeQuant(sz) => sz.iter().map(|&(s, z)| (s, 1.0 / s, z)).collect(),
-        _ => channel_params(inputs, qmin, qmax),
-    };
-    let (lo, hi) = (qmin as f32, qmax as f32);
-    let dx = need[0].then(|| {
-        let mut d = vec![0.0f32; x.len()];
-        for_channels(
-            slice(x),
-            slice(dy),
-            &mut d,
-            x.shape(),
-            a.axis,
-            |ch, xc, gc, dc| {
-                let (s, inv, z) = p[ch];
-                for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                    let q = quantize_unclamped(v, inv, z);
-                    // `&` (not `&&`): no branch, so the loop vectorizes.
-                    *o = if (q >= lo) & (q <= hi) { g } else { 0.0 };
-                }
-                if a.damping != 0.0 {
-                    let damp = 2.0 * a.damping;
-                    for (o, &v) in dc.iter_mut().zip(xc) {
-                        let q = quantize_unclamped(v, inv, z);
-                        if (q >= lo) & (q <= hi) {
-                            *o += damp * (v - fake_quant_value(v, s, inv, z, lo, hi));
-                        }
-                    }
-                }
-            },
-        );
-        from_vec(x.shape(), d)
-    });
-    let (want_s, want_z) = (need.get(1) == Some(&true), need.get(2) == Some(&true));
-    let (mut ds, mut dz) = (None, None);
-    if want_s || want_z {
-        let (_, c, inner) = layout(x.shape(), a.axis);
-        let inner = inner.max(1);
-        let g = 1.0 / ((x.len() as f64) * f64::from(qmax.max(1))).sqrt();
-        // Per piece (inside one channel) partial sums, in parallel, then added in piece order:
-        // the result does not depend on the number of threads.
-        let piece = if c == 1 { CHUNK } else { inner };
-        let partial: Vec<(f64, f64)> = slice(x)
-            .par_chunks(piece)
-            .zip(slice(dy).par_chunks(piece))
-            .enumerate()
-            .map(|(i, (xc, dc))| {
-                let (s, inv, z) = p[if c == 1 { 0 } else { i % c }];
-                let (mut sum_s, mut sum_z) = (0.0f64, 0.0f64);
-                for (&v, &d) in xc.iter().zip(dc) {
-                    let q = quantize_unclamped(v, inv, z);
-                    let (below, above) = (q < lo, q > hi);
-                    let inside = (fake_quant_value(v, s, inv, z, lo, hi) - v) * inv;
-                    let dsv = if below {
-                        lo - z
-                    } else if above {
-                        hi - z
-                    } else {
-                        inside
-                    };
-                    let dzv = if below | above { -s } else { 0.0 };
-                    sum_s += f64::from(d * dsv);
-                    sum_z += f64::from(d * dzv);
-                }
-                (sum_s, sum_z)
-            })
-            .collect();
-        let (mut gs, mut gz) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for (i, (a, b)) in partial.into_iter().enumerate() {
-            let ch = if c == 1 { 0 } else { i % c };
-            gs[ch] += a;
-            gz[ch] += b;
-        }
-        let shape = |t: &Tensor| t.shape().to_vec();
-        let pack = |v: Vec<f64>, like: &Tensor| {
-            from_vec(
-                &shape(like),
-                v.into_iter().map(|e| (e * g) as f32).collect(),
-            )
-        };
-        ds = want_s.then(|| pack(gs, inputs[1]));
-        dz = want_z.then(|| pack(gz, inputs[2]));
-    }
-    let mut out = vec![dx, ds, dz];
-    out.resize(inputs.len(), None);
-    out
 }
 
 #[cfg(test)]
@@ -563,6 +485,21 @@ mod tests {
         // dzp: -scale outside: -(2+3+4)*0.5.
         let want_z = (-(2.0 + 3.0 + 4.0) * 0.5 * gf) as f32;
         assert!((g[2].as_ref().unwrap()[0] - want_z).abs() < 1e-6);
+    }
+
+    #[test]
+    fn grid_values_round_per_channel_and_clamp() {
+        let a = FakeQuantAttrs {
+            grid: QuantGrid::Int { qmin: -8, qmax: 7 },
+            axis: Some(0),
+            observer: None,
+            damping: 0.0,
+        };
+        let x = t(&[2, 3], &[0.24, 0.26, -9.0, 1.0, 2.5, 100.0]);
+        let s = t(&[2], &[0.1, 1.0]);
+        let z = t(&[2], &[0.0, 0.0]);
+        // 2.4 -> 2, 2.6 -> 3, -90 -> -8; 1, 2.5 -> 2 (half to even), 100 -> 7.
+        assert_eq!(grid_values(&a, &[&x, &s, &z]), vec![2, 3, -8, 1, 2, 7]);
     }
 
     /// Damping adds 2·damping·(x − fq(x)) inside the grid and nothing outside it.

@@ -12,9 +12,9 @@
 //! step since the previous report. Depends on `graph` and `ops`.
 
 use crate::graph::{Graph, Source, ValueId};
-use crate::ops::fake_quant::{effective_scale, effective_zero_point, quantize_unclamped};
-use crate::ops::{FakeQuantAttrs, FwdCtx, Mode, OpKind, QuantGrid};
-use crate::tensor::{Tensor, slice};
+use crate::ops::fake_quant::grid_values;
+use crate::ops::{FwdCtx, Mode, OpKind, QuantGrid};
+use crate::tensor::Tensor;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -74,37 +74,6 @@ pub fn param_value(g: &Graph, v: ValueId) -> Option<Tensor> {
     }
 }
 
-/// Integer grid values of `x` under quantizer `a` with `scale` and `zero_point` (per channel
-/// along `a.axis`), clamped to the grid; as `i8` (every integer grid of qatlas fits).
-pub fn grid_values(a: &FakeQuantAttrs, x: &Tensor, scale: &Tensor, zero_point: &Tensor) -> Vec<i8> {
-    let QuantGrid::Int { qmin, qmax } = a.grid else {
-        return Vec::new();
-    };
-    let (c, inner) = match a.axis {
-        Some(ax) => (x.shape()[ax], x.shape()[ax + 1..].iter().product::<usize>()),
-        None => (1, x.len()),
-    };
-    let p: Vec<(f32, f32)> = slice(scale)
-        .iter()
-        .zip(slice(zero_point))
-        .map(|(&s, &z)| {
-            (
-                1.0 / effective_scale(s),
-                effective_zero_point(z, qmin, qmax),
-            )
-        })
-        .collect();
-    let (lo, hi) = (qmin as f32, qmax as f32);
-    slice(x)
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let (inv, z) = p[if c == 1 { 0 } else { (i / inner.max(1)) % c }];
-            quantize_unclamped(v, inv, z).clamp(lo, hi) as i8
-        })
-        .collect()
-}
-
 /// Every weight quantizer of `g` (an integer fake quantizer whose input depends on parameters
 /// only) with its current integer values.
 pub fn weight_integers(g: &Graph) -> Vec<(usize, Vec<i8>)> {
@@ -121,7 +90,7 @@ pub fn weight_integers(g: &Graph) -> Vec<(usize, Vec<i8>)> {
             let x = param_value(g, n.inputs[0])?;
             let s = param_value(g, n.inputs[1])?;
             let z = param_value(g, n.inputs[2])?;
-            Some((ni, grid_values(a, &x, &s, &z)))
+            Some((ni, grid_values(a, &[&x, &s, &z])))
         })
         .collect()
 }
@@ -213,22 +182,6 @@ pub fn overall_flip_rate(layers: &[LayerFlips]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::from_vec;
-
-    #[test]
-    fn grid_values_round_per_channel_and_clamp() {
-        let a = FakeQuantAttrs {
-            grid: QuantGrid::Int { qmin: -8, qmax: 7 },
-            axis: Some(0),
-            observer: None,
-            damping: 0.0,
-        };
-        let x = from_vec(&[2, 3], vec![0.24, 0.26, -9.0, 1.0, 2.5, 100.0]);
-        let s = from_vec(&[2], vec![0.1, 1.0]);
-        let z = from_vec(&[2], vec![0.0, 0.0]);
-        // 2.4 -> 2, 2.6 -> 3, -90 -> -8; 1, 2.5 -> 2 (half to even), 100 -> 7.
-        assert_eq!(grid_values(&a, &x, &s, &z), vec![2, 3, -8, 1, 2, 7]);
-    }
 
     /// On a real training graph (resnet-mini, ConvBn simulation: the quantizer input is the
     /// weight times its BatchNorm factor), the meter's flips are exactly the weights whose
